@@ -111,7 +111,7 @@ func TestSaveRefusesToOverwriteInput(t *testing.T) {
 	}
 	before, _ := os.ReadFile(p + ".data")
 	for _, c := range []struct{ path, loc string }{
-		{p, ""},                                   // the model itself
+		{p, ""}, // the model itself
 		{filepath.Join(dir, "o.onnx"), "m.onnx.data"}, // its data file
 	} {
 		err := graph.Save(m, c.path, graph.SaveOptions{Location: c.loc})
