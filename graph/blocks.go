@@ -359,8 +359,10 @@ func groupSites(sites []Site) ([][]int, error) {
 				groups[len(groups)-1] = append(groups[len(groups)-1], i)
 				continue
 			}
-			if want := len(groups); s.Layer != want {
-				return nil, fmt.Errorf("%w: residual sites name layers out of order (layer %d where %d was expected)", ErrNoBlocks, s.Layer, want)
+			// Layer numbers must increase; gaps are allowed (a model pruned
+			// by a tool that did not renumber its module paths).
+			if i > 0 && s.Layer < sites[i-1].Layer {
+				return nil, fmt.Errorf("%w: residual sites name layers out of order (layer %d after %d)", ErrNoBlocks, s.Layer, sites[i-1].Layer)
 			}
 			groups = append(groups, []int{i})
 		}
