@@ -61,7 +61,7 @@ func Taps(m *graph.Model, d *graph.Decoder) (*graph.Model, []string, error) {
 
 // Options configure a calibration run.
 type Options struct {
-	Runtime   ort.Options
+	Runtime ort.Options
 	// Progress, when set, is called after each batch.
 	Progress func(done, total int)
 }

@@ -14,7 +14,7 @@ type Accumulator struct {
 	// cosSum[i] sums cos(h_i, h_{i+1}) over real tokens (Block Influence).
 	cosSum []float64
 	// meanSum[l] sums h_l over real tokens.
-	meanSum [][]float64
+	meanSum         [][]float64
 	samples, tokens int64
 }
 
