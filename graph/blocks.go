@@ -192,7 +192,7 @@ func (f *finder) embedding() (Component, Site, error) {
 		cur = next
 	}
 done:
-	comp.Weights, comp.Params = f.weightsOf(comp.Nodes, nil)
+	comp.Weights, comp.Params = f.weightsOf(comp.Nodes, nil, nil)
 	return comp, Site{Node: cur, Output: 0, Layer: -1}, nil
 }
 
@@ -442,11 +442,39 @@ func (f *finder) buildBlocks(d *Decoder, h0 Site, groups [][]int) {
 			}
 		}
 	}
+	// A fused skip-norm ending block i also normalizes the input of
+	// block i+1 (or is the final norm): its gamma and beta belong there.
+	var carried []string
 	for _, b := range d.Blocks {
 		sort.Slice(b.Nodes, func(i, j int) bool { return f.pos[b.Nodes[i]] < f.pos[b.Nodes[j]] })
-		b.Weights, b.Params = f.weightsOf(b.Nodes, owner)
+		next := normParamsOf(b.OutputSite.Node)
+		b.Weights, b.Params = f.weightsOf(b.Nodes, next, carried)
+		carried = next
 		b.KVInputs, b.KVOutputs = f.kvOf(b, owner)
 	}
+}
+
+// normParamsOf lists a skip-norm's gamma and beta (not its bias, which
+// belongs to the branch it adds).
+func normParamsOf(n *onnxpb.NodeProto) []string {
+	if !isSkipNorm(n) {
+		return nil
+	}
+	var p []string
+	for i, in := range n.Input {
+		if in != "" && i >= 2 && i < biasInput(n) {
+			p = append(p, in)
+		}
+	}
+	return p
+}
+
+// biasInput is the index of a skip-norm's optional bias input.
+func biasInput(n *onnxpb.NodeProto) int {
+	if n.GetOpType() == "SkipLayerNormalization" {
+		return 4 // input, skip, gamma, beta, bias
+	}
+	return 3 // input, skip, gamma, bias
 }
 
 // kvOf lists the KV-cache graph inputs read by the block's nodes and the
@@ -477,24 +505,33 @@ func sortedKV(set map[string]bool) []string {
 	return s
 }
 
-// weightsOf lists the initializers read by nodes (and, when owner is
-// given, by no node outside the same block) and counts their elements,
-// plus floating-point matrices held in Constant nodes.
-func (f *finder) weightsOf(nodes []*onnxpb.NodeProto, owner map[*onnxpb.NodeProto]*Block) ([]string, int64) {
+// weightsOf lists the initializers read by nodes, less exclude, plus
+// include, and counts their parameters (see isParam), plus floating-point
+// matrices held in Constant nodes.
+func (f *finder) weightsOf(nodes []*onnxpb.NodeProto, exclude, include []string) ([]string, int64) {
 	seen := map[string]bool{}
+	for _, e := range exclude {
+		seen[e] = true
+	}
 	var names []string
 	var params int64
+	add := func(in string) {
+		t := f.ix.Initializers[in]
+		if t == nil || seen[in] {
+			return
+		}
+		seen[in] = true
+		names = append(names, in)
+		if isParam(t) {
+			params += NumElements(t.GetDims())
+		}
+	}
+	for _, in := range include {
+		add(in)
+	}
 	for _, n := range nodes {
 		for _, in := range n.Input {
-			t := f.ix.Initializers[in]
-			if t == nil || seen[in] {
-				continue
-			}
-			seen[in] = true
-			names = append(names, in)
-			if isFloat(t.GetDataType()) {
-				params += NumElements(t.GetDims())
-			}
+			add(in)
 		}
 		if n.GetOpType() == "Constant" {
 			for _, a := range n.Attribute {
@@ -505,6 +542,13 @@ func (f *finder) weightsOf(nodes []*onnxpb.NodeProto, owner map[*onnxpb.NodeProt
 		}
 	}
 	return names, params
+}
+
+// isParam says whether an initializer counts as parameters: floating
+// point with more than one element (optimizers turn scalar constants such
+// as 1/√d into initializers; those are not weights).
+func isParam(t *onnxpb.TensorProto) bool {
+	return isFloat(t.GetDataType()) && NumElements(t.GetDims()) > 1
 }
 
 func isFloat(dt int32) bool {
@@ -588,8 +632,11 @@ func (f *finder) tail(d *Decoder) {
 			norm = append(norm, n)
 		}
 	}
+	var normExtra []string
 	if isSkipNorm(last) {
-		norm = append(norm, last) // the fused final norm is also the last site
+		// The fused final norm is also the last site; only its gamma
+		// and beta are the final norm's (the block counted the rest).
+		normExtra = normParamsOf(last)
 	}
 	sortBy := func(ns []*onnxpb.NodeProto) {
 		sort.Slice(ns, func(i, j int) bool { return f.pos[ns[i]] < f.pos[ns[j]] })
@@ -597,8 +644,11 @@ func (f *finder) tail(d *Decoder) {
 	sortBy(head)
 	sortBy(norm)
 	d.LMHead.Nodes, d.FinalNorm.Nodes = head, norm
-	d.LMHead.Weights, d.LMHead.Params = f.weightsOf(head, nil)
-	d.FinalNorm.Weights, d.FinalNorm.Params = f.weightsOf(norm, nil)
+	d.LMHead.Weights, d.LMHead.Params = f.weightsOf(head, nil, nil)
+	d.FinalNorm.Weights, d.FinalNorm.Params = f.weightsOf(norm, nil, normExtra)
+	if isSkipNorm(last) {
+		d.FinalNorm.Nodes = append([]*onnxpb.NodeProto{last}, d.FinalNorm.Nodes...)
+	}
 }
 
 // TotalParams counts the elements of every floating-point initializer and
@@ -606,7 +656,7 @@ func (f *finder) tail(d *Decoder) {
 func TotalParams(m *Model) int64 {
 	var total int64
 	for _, t := range m.Proto.GetGraph().GetInitializer() {
-		if isFloat(t.GetDataType()) {
+		if isParam(t) {
 			total += NumElements(t.GetDims())
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -43,6 +44,12 @@ func TestFindBlocksFixtures(t *testing.T) {
 		{"stories260k.onnx", 5, storiesBlockParams, false},
 		{"stories260k_kv.onnx", 5, storiesBlockParams, true},
 		{"gpt2_kv.onnx", 6, gpt2BlockParams, true},
+		{"gpt2_kv_static.onnx", 6, gpt2BlockParams, true},
+		// onnxruntime-optimized copies: fused MatMuls and GELUs, and in
+		// the static one the last residual Add fused into the final norm.
+		{"stories260k_kv_ortopt.onnx", 5, storiesBlockParams, true},
+		{"gpt2_kv_ortopt.onnx", 6, gpt2BlockParams, true},
+		{"gpt2_kv_static_ortopt.onnx", 6, gpt2BlockParams, true},
 	}
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {
@@ -55,6 +62,11 @@ func TestFindBlocksFixtures(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkDecoder(t, d, c.blocks, c.params, c.kv)
+			last := d.Blocks[len(d.Blocks)-1]
+			fused := last.OutputSite.Node.GetOpType() == "SkipLayerNormalization"
+			if fused != strings.HasSuffix(c.file, "static_ortopt.onnx") || fused != (last.Output == "") {
+				t.Errorf("last block ends at a %s with output %q", last.OutputSite.Node.GetOpType(), last.Output)
+			}
 		})
 	}
 }

@@ -36,7 +36,8 @@ func removals(L int) [][]int {
 // found again, KV pairs renumbered 0…L−n−1, and the surviving blocks keep
 // exactly the weights they had.
 func TestRemoveBlocksStructure(t *testing.T) {
-	for _, file := range []string{"stories260k.onnx", "stories260k_kv.onnx", "gpt2_kv.onnx"} {
+	for _, file := range []string{"stories260k.onnx", "stories260k_kv.onnx", "gpt2_kv.onnx",
+		"stories260k_kv_ortopt.onnx", "gpt2_kv_static_ortopt.onnx"} {
 		orig := loadFixture(t, file)
 		d0, err := graph.FindBlocks(orig)
 		if err != nil {

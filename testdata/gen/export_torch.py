@@ -16,6 +16,9 @@ Fixtures:
   stories260k.onnx     real stories260K weights (karpathy/tinyllamas), HF Llama, no cache
   stories260k_kv.onnx  same model with optimum-style past_key_values.N.* / present.N.*
   gpt2_kv.onnx         GPT-2 architecture, random (seeded) weights, with KV cache
+  gpt2_kv_static.onnx  the same GPT-2 and weights, exported with static shapes
+                       (batch 1, 4 new tokens, past 4) so that onnxruntime can fuse
+                       a SkipLayerNormalization (testdata/gen/ortopt makes that copy)
 and NAME.ref.json next to each: fixed inputs and the torch outputs for them.
 
 Before anything is written, the script checks the torch models (see README.md):
@@ -39,6 +42,7 @@ from torch import nn
 
 OPSET = 17
 BOS = 1
+STATIC_SEQ, STATIC_PAST = 4, 4  # gpt2_kv_static.onnx: new tokens, cached tokens
 SHA256 = {
     "stories260K.bin": "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696",
     "tok512.bin": "037cb335abb25d1fa9e8ecae30ed2a3a8ace9302862ebcdc05d51a6bbb10c312",
@@ -483,8 +487,9 @@ def flat_past(past):
     return [t for kv in past for t in kv]
 
 
-def export(model, args, path, input_names, output_names, kv):
-    """torch.onnx.export at opset 17, weights inline, default (scope-based) node names."""
+def export(model, args, path, input_names, output_names, kv, static=False):
+    """torch.onnx.export at opset 17, weights inline, default (scope-based) node names.
+    static=True: no dynamic axes, every shape is the traced one."""
     dyn = {"input_ids": {0: "batch", 1: "sequence"}, "position_ids": {0: "batch", 1: "sequence"},
            "attention_mask": {0: "batch", 1: "past_sequence + sequence" if kv else "sequence"},
            "logits": {0: "batch", 1: "sequence"}}
@@ -492,6 +497,8 @@ def export(model, args, path, input_names, output_names, kv):
         dyn[n] = {0: "batch", 2: "past_sequence"}
     for n in output_names[1:]:
         dyn[n] = {0: "batch", 2: "past_sequence + sequence"}
+    if static:
+        dyn = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.onnx.export(model, args, path, input_names=input_names, output_names=output_names,
@@ -570,6 +577,63 @@ def kv_cases(model, in_names, out_names, n_layers, heads, head_dim, prefix8, row
     batch2 = ("batch2", dict(zip(in_names, [ids2, mask2, pos2] + flat_past(empty_past(n_layers, 2, heads, head_dim)))),
               {"logits": logits2})
     return [prefill, batch2, decode]
+
+
+def static_kv_cases(model, in_names, out_names, n_layers, heads, head_dim, prefix8, row6):
+    """Cases for a model exported with static shapes: batch 1, STATIC_SEQ (4) new
+    tokens after a past of STATIC_PAST (4). Both pasts are prefills computed in torch.
+      decode:        past = prefill of prefix8[:4]; new tokens prefix8[4:8]
+      decode_padded: past = prefill of [pad, pad, row6[0], row6[1]] (mask 0 0 1 1);
+                     new tokens row6[2:6] at positions 2..5
+    Asserts that each matches the corresponding uncached run (<= 1e-5)."""
+    S, P = STATIC_SEQ, STATIC_PAST
+    assert len(prefix8) == P + S and len(row6) == 2 + S
+    empty = empty_past(n_layers, 1, heads, head_dim)
+    ids, mask, pos = batch_inputs([prefix8])
+    full, full_presents = model(ids, mask, pos, empty)
+    _, past = model(ids[:, :P], mask[:, :P], pos[:, :P], empty)
+    logits, presents = model(ids[:, P:], mask, pos[:, P:], past)
+    err = (logits - full[:, P:]).abs().max().item()
+    for a, b in zip(flat_past(presents), flat_past(full_presents)):
+        err = max(err, (a - b).abs().max().item())
+    print("  static decode: prefill(%d)+decode(%d) vs %d tokens: max |diff| %.2e" % (P, S, P + S, err))
+    assert err <= 1e-5, err
+    decode = ("decode", dict(zip(in_names, [ids[:, P:], mask, pos[:, P:]] + flat_past(past))),
+              dict(zip(out_names, [logits] + flat_past(presents))))
+
+    # left-padded past: two pads, then the first two tokens of row6
+    pad = P - 2
+    ids = torch.tensor([[0] * pad + row6], dtype=torch.int64)
+    mask = torch.tensor([[0] * pad + [1] * len(row6)], dtype=torch.int64)
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    _, past = model(ids[:, :P], mask[:, :P], pos[:, :P], empty)
+    logits, presents = model(ids[:, P:], mask, pos[:, P:], past)
+    alone = model(*batch_inputs([row6]), empty)[0]
+    err = (logits - alone[:, 2:]).abs().max().item()
+    print("  static decode_padded vs the row alone: max |diff| %.2e" % err)
+    assert err <= 1e-5, err
+    padded = ("decode_padded", dict(zip(in_names, [ids[:, P:], mask, pos[:, P:]] + flat_past(past))),
+              dict(zip(out_names, [logits] + flat_past(presents))))
+    return [decode, padded]
+
+
+def check_static_shapes(m, residual):
+    """Every graph input/output and, after ONNX shape inference, every intermediate
+    tensor has a fully static shape; `residual` (the last residual Add, the one
+    onnxruntime can fuse into SkipLayerNormalization) is [1, STATIC_SEQ, n_embd]."""
+    from onnx import shape_inference
+
+    def dims(vi):
+        t = vi.type.tensor_type
+        return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t.HasField("shape") else None
+
+    inf = shape_inference.infer_shapes(m, strict_mode=True)
+    shapes = {v.name: dims(v) for v in list(inf.graph.input) + list(inf.graph.output) + list(inf.graph.value_info)}
+    loose = [k for k, v in shapes.items() if v is None or None in v or 0 in v]
+    assert not loose, ("tensors without a static shape", loose[:10])
+    assert residual in shapes, residual
+    print("  static shapes: %d tensors, all static; %s %s" % (len(shapes), residual, shapes[residual]))
+    return shapes[residual]
 
 
 def check_padding(model, rows, logits, run):
@@ -690,7 +754,25 @@ def main():
         check_block_names(m, "h", gc["n_layer"])
         write_ref(os.path.join(args.out, "gpt2_kv.ref.json"), "gpt2_kv.onnx", cases)
 
-    summarize(args.out, ["stories260k.onnx", "stories260k_kv.onnx", "gpt2_kv.onnx"])
+        # ---- gpt2_kv_static.onnx: the same model and weights, static shapes ----
+        # onnxruntime fuses Add -> LayerNormalization into SkipLayerNormalization
+        # only when both Add inputs have static dims 1 and 2 (see README.md); the
+        # dynamic-axes export above reshapes through Shape/Gather/Concat chains
+        # whose values neither ONNX nor onnxruntime shape inference can follow.
+        # Without dynamic axes, torch folds every shape into a constant.
+        print("exporting gpt2_kv_static.onnx")
+        cases = static_kv_cases(gpt2, in_names, out_names, gc["n_layer"], gc["n_head"], gh, prefix8, rows2[0])
+        dec_in = cases[0][1]
+        past_args = tuple((dec_in[past_names[2 * i]], dec_in[past_names[2 * i + 1]]) for i in range(gc["n_layer"]))
+        m = export(gpt2, (dec_in["input_ids"], dec_in["attention_mask"], dec_in["position_ids"], past_args),
+                   os.path.join(args.out, "gpt2_kv_static.onnx"), in_names, out_names, kv=True, static=True)
+        check_block_names(m, "h", gc["n_layer"])
+        last = "/transformer/h.%d/Add_1_output_0" % (gc["n_layer"] - 1)
+        assert [n for n in m.graph.node if last in n.input] == [n for n in m.graph.node if n.op_type == "LayerNormalization" and n.name == "/transformer/ln_f/LayerNormalization"]
+        assert check_static_shapes(m, last) == [1, STATIC_SEQ, gc["n_embd"]]
+        write_ref(os.path.join(args.out, "gpt2_kv_static.ref.json"), "gpt2_kv_static.onnx", cases)
+
+    summarize(args.out, ["stories260k.onnx", "stories260k_kv.onnx", "gpt2_kv.onnx", "gpt2_kv_static.onnx"])
 
 
 def summarize(out, files):
