@@ -3,7 +3,9 @@ package calib
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"math"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -61,7 +63,21 @@ func TestTapsAreTheResidualStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := []int64{1, 403, 407, 261, 378, 270, 261, 268}
+	// PyTorch's residual states for these ids (testdata/gen/skip_refs.py).
+	var ref struct {
+		Hidden struct {
+			InputIDs []int64     `json:"input_ids"`
+			States   [][]float64 `json:"states"`
+		} `json:"hidden"`
+	}
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "models", "stories260k_kv.skip.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	ids := ref.Hidden.InputIDs
 	mask := []int64{1, 1, 1, 1, 1, 1, 1, 1}
 	pos := []int64{0, 1, 2, 3, 4, 5, 6, 7}
 	in, err := dec.Inputs(ids, mask, pos, 1, 8, nil)
@@ -80,6 +96,17 @@ func TestTapsAreTheResidualStream(t *testing.T) {
 			if h0[tk*H+k] != emb[int(id)*H+k] {
 				t.Fatalf("h_0[%d][%d] = %g, embedding row %d has %g", tk, k, h0[tk*H+k], id, emb[int(id)*H+k])
 			}
+		}
+	}
+	for l, name := range taps {
+		got, _ := out[name].Float32s()
+		want := ref.Hidden.States[l]
+		var worst float64
+		for i := range want {
+			worst = max(worst, math.Abs(float64(got[i])-want[i]))
+		}
+		if len(got) != len(want) || worst > 1e-4 {
+			t.Errorf("tap h_%d (%s): %d values, max diff %.3g from PyTorch", l, name, len(got), worst)
 		}
 	}
 	norm := floats(t, m, "model.norm.weight")
@@ -108,8 +135,8 @@ func TestTapsAreTheResidualStream(t *testing.T) {
 
 	// Calibration over the same tokens, twice in one batch, once padded:
 	// pads must not count.
-	b := Batches([][]int{{1, 403, 407, 261, 378, 270, 261, 268}, {1, 403, 407}}, 2)
-	st, err := Calibrate(context.Background(), m, d, b, Options{Runtime: ort.Options{Threads: 1}})
+	batches := Batches([][]int{{1, 403, 407, 261, 378, 270, 261, 268}, {1, 403, 407}}, 2)
+	st, err := Calibrate(context.Background(), m, d, batches, Options{Runtime: ort.Options{Threads: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

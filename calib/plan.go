@@ -56,8 +56,8 @@ func SelectAngular(s *Stats, n int, allTokens bool) (*Plan, error) {
 	if allTokens {
 		where = "all real tokens"
 	}
-	p.Reason = fmt.Sprintf("blocks %s: smallest angular distance d(%d, %d) = %.4f between their input and output (%s)",
-		rangeString(p.Remove), p.Remove[0], n, p.Score, where)
+	p.Reason = fmt.Sprintf("%s: smallest angular distance d(%d, %d) = %.4f between their input and output (%s)",
+		blocksString(p.Remove), p.Remove[0], n, p.Score, where)
 	return p, nil
 }
 
@@ -81,7 +81,7 @@ func SelectBI(s *Stats, n int) (*Plan, error) {
 	for _, i := range p.Remove {
 		p.Score += s.BlockInfluence[i]
 	}
-	p.Reason = fmt.Sprintf("blocks %s: lowest Block Influence (sum %.4f)", rangeString(p.Remove), p.Score)
+	p.Reason = fmt.Sprintf("%s: lowest Block Influence (sum %.4f)", blocksString(p.Remove), p.Score)
 	return p, nil
 }
 
@@ -95,7 +95,7 @@ func SelectLast(L, n int) (*Plan, error) {
 		return nil, fmt.Errorf("select last: %d blocks before the last of %d do not exist", n, L)
 	}
 	p := &Plan{Blocks: L, Strategy: "last", Remove: span(L-1-n, n)}
-	p.Reason = fmt.Sprintf("blocks %s: the %d blocks before the last", rangeString(p.Remove), n)
+	p.Reason = fmt.Sprintf("%s: the %d before the last", blocksString(p.Remove), n)
 	return p, nil
 }
 
@@ -115,7 +115,7 @@ func SelectLayers(L int, layers []int) (*Plan, error) {
 		return nil, err
 	}
 	p := &Plan{Blocks: L, Strategy: "layers", Remove: slices.Sorted(slices.Values(layers))}
-	p.Reason = fmt.Sprintf("blocks %s: chosen explicitly", rangeString(p.Remove))
+	p.Reason = fmt.Sprintf("%s: chosen explicitly", blocksString(p.Remove))
 	return p, nil
 }
 
@@ -135,6 +135,14 @@ func span(l, n int) []int {
 		s[i] = l + i
 	}
 	return s
+}
+
+// blocksString says "block 3" or "blocks 2-4,7".
+func blocksString(b []int) string {
+	if len(b) == 1 {
+		return "block " + strconv.Itoa(b[0])
+	}
+	return "blocks " + rangeString(b)
 }
 
 // rangeString prints [3 4 5] as "3-5" and [1 4] as "1,4".

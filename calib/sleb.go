@@ -93,7 +93,7 @@ func SelectSLEB(ctx context.Context, m *graph.Model, L, n int, batches []Batch, 
 	}
 	slices.Sort(removed)
 	p.Remove = removed
-	p.Reason = fmt.Sprintf("blocks %s: removed one at a time, each the block whose removal raised calibration perplexity least (final %.4f)",
-		rangeString(removed), p.Score)
+	p.Reason = fmt.Sprintf("%s: removed one at a time, each the block whose removal raised calibration perplexity least (final %.4f)",
+		blocksString(removed), p.Score)
 	return p, nil
 }

@@ -83,6 +83,9 @@ Start with:  onnxprune inspect model.onnx`,
 		},
 		Commands: []*cli.Command{
 			inspectCommand(),
+			convertCommand(),
+			calibrateCommand(),
+			pruneCommand(),
 		},
 	}
 }
