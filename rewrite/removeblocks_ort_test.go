@@ -24,7 +24,7 @@ type skipFile struct {
 	Model    string  `json:"model"`
 	Atol     float64 `json:"atol"`
 	Removals []struct {
-		Remove []int           `json:"remove"`
+		Remove []int          `json:"remove"`
 		Cases  []reffile.Case `json:"cases"`
 	} `json:"removals"`
 }

@@ -86,7 +86,6 @@ func (p *progress) update(done, total int) {
 	}
 }
 
-
 // logf prints a status line on stderr unless --quiet.
 func logf(cmd *cli.Command, format string, args ...any) {
 	if !cmd.Bool("quiet") {
