@@ -52,7 +52,13 @@ func (a *Accumulator) Add(states [][]float32, mask []int64, batch, seq int) erro
 	if len(mask) != batch*seq {
 		return fmt.Errorf("calib: mask has %d values, want %d×%d", len(mask), batch, seq)
 	}
-	norms := make([]float64, a.L+1)
+	// Per token, each boundary state is converted to float64 and
+	// normalized once; every pair's cosine is then a plain dot product.
+	unit := make([][]float64, a.L+1)
+	for l := range unit {
+		unit[l] = make([]float64, H)
+	}
+	zero := make([]bool, a.L+1)
 	for b := range batch {
 		last := -1
 		for t := range seq {
@@ -71,19 +77,25 @@ func (a *Accumulator) Add(states [][]float32, mask []int64, batch, seq int) erro
 			a.tokens++
 			off := (b*seq + t) * H
 			for l := range a.L + 1 {
-				v := states[l][off : off+H]
+				u, m := unit[l], a.meanSum[l]
 				var ss float64
-				m := a.meanSum[l]
-				for k, x := range v {
-					ss += float64(x) * float64(x)
-					m[k] += float64(x)
+				for k, x := range states[l][off : off+H] {
+					v := float64(x)
+					u[k] = v
+					m[k] += v
+					ss += v * v
 				}
-				norms[l] = math.Sqrt(ss)
+				zero[l] = ss == 0
+				if !zero[l] {
+					inv := 1 / math.Sqrt(ss)
+					for k := range u {
+						u[k] *= inv
+					}
+				}
 			}
 			for l := range a.L {
-				u := states[l][off : off+H]
 				for n := 1; l+n <= a.L; n++ {
-					c := cosine(u, states[l+n][off:off+H], norms[l], norms[l+n])
+					c := unitCosine(unit[l], unit[l+n], zero[l], zero[l+n])
 					d := math.Acos(c) / math.Pi
 					a.angAll[l][n] += d
 					if t == last {
@@ -99,21 +111,22 @@ func (a *Accumulator) Add(states [][]float32, mask []int64, batch, seq int) erro
 	return nil
 }
 
-// cosine of two vectors given their norms, clamped to [-1, 1] so rounding
-// cannot push arccos out of its domain. A zero vector has cosine 1 with
-// itself and 0 with anything else.
-func cosine(u, v []float32, nu, nv float64) float64 {
-	if nu == 0 || nv == 0 {
-		if nu == nv {
+// unitCosine is the cosine of two unit vectors, clamped to [-1, 1] so
+// rounding cannot push arccos out of its domain. A zero vector has cosine
+// 1 with another zero vector and 0 with anything else.
+func unitCosine(u, v []float64, zu, zv bool) float64 {
+	if zu || zv {
+		if zu == zv {
 			return 1
 		}
 		return 0
 	}
+	v = v[:len(u)]
 	var dot float64
-	for k := range u {
-		dot += float64(u[k]) * float64(v[k])
+	for k, x := range u {
+		dot += x * v[k]
 	}
-	return max(-1, min(1, dot/(nu*nv)))
+	return max(-1, min(1, dot))
 }
 
 // Stats are the finished statistics (see Accumulator for definitions).
