@@ -86,6 +86,7 @@ Start with:  onnxprune inspect model.onnx`,
 			convertCommand(),
 			calibrateCommand(),
 			pruneCommand(),
+			evalCommand(),
 		},
 	}
 }
