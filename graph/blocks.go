@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +24,14 @@ type Decoder struct {
 	// Sites lists every residual-stream site in order (two per block in
 	// a standard decoder: after attention, after the MLP).
 	Sites []Site
+	// Graph is the graph holding the blocks: the model's, or a branch of
+	// a merged decoder.
+	Graph *onnxpb.GraphProto
+	// Branch names the If branch ("then_branch", "else_branch") for a
+	// branch of a merged decoder; Branches lists both on the decoder
+	// FindBlocks returns for a merged model.
+	Branch   string
+	Branches []*Decoder
 }
 
 // Component is a part of the model outside the blocks.
@@ -101,6 +110,36 @@ type finder struct {
 	g   *onnxpb.GraphProto
 	ix  *Index
 	pos map[*onnxpb.NodeProto]int // topological position
+	// outer indexes the enclosing graphs, innermost first, when g is a
+	// branch of a merged decoder: its weights and inputs live there.
+	outer []*Index
+}
+
+// initializer looks name up in g and then in the enclosing graphs.
+func (f *finder) initializer(name string) *onnxpb.TensorProto {
+	if t := f.ix.Initializers[name]; t != nil {
+		return t
+	}
+	for _, o := range f.outer {
+		if t := o.Initializers[name]; t != nil {
+			return t
+		}
+	}
+	return nil
+}
+
+// isInput says whether name is an input of g or of an enclosing graph
+// (a branch of a merged decoder reads input_ids from outside).
+func (f *finder) isInput(name string) bool {
+	if _, ok := f.ix.Inputs[name]; ok {
+		return true
+	}
+	for _, o := range f.outer {
+		if _, ok := o.Inputs[name]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // FindBlocks discovers the decoder blocks of a causal language model. It
@@ -109,9 +148,60 @@ type finder struct {
 // and KV-cache I/O) to number the blocks, and fails with an error wrapping
 // ErrNoBlocks rather than guess when the graph shows no repeated block
 // structure.
+//
+// An optimum merged decoder — a single If on use_cache_branch whose two
+// branches each hold the whole decoder — gives the with-past branch's
+// blocks, and Branches holds both branches' decoders (then, else).
 func FindBlocks(m *Model) (*Decoder, error) {
 	g := m.Proto.GetGraph()
-	f := &finder{m: m, g: g, ix: NewIndex(g), pos: map[*onnxpb.NodeProto]int{}}
+	if ifNode := mergedIf(g); ifNode != nil {
+		outer := NewIndex(g)
+		var ds []*Decoder
+		for _, a := range ifNode.Attribute {
+			if a.GetName() != "then_branch" && a.GetName() != "else_branch" {
+				continue
+			}
+			d, err := findBlocks(m, a.G, []*Index{outer})
+			if err != nil {
+				return nil, fmt.Errorf("merged decoder, %s: %w", a.GetName(), err)
+			}
+			d.Branch = a.GetName()
+			ds = append(ds, d)
+		}
+		if len(ds) != 2 || len(ds[0].Blocks) != len(ds[1].Blocks) {
+			return nil, fmt.Errorf("%w: the merged decoder's branches disagree on the number of blocks", ErrNoBlocks)
+		}
+		d := *ds[0]
+		d.Branches = ds
+		return &d, nil
+	}
+	return findBlocks(m, g, nil)
+}
+
+// mergedIf returns the If node of an optimum merged decoder: the graph's
+// only compute node, producing all of its outputs.
+func mergedIf(g *onnxpb.GraphProto) *onnxpb.NodeProto {
+	var ifNode *onnxpb.NodeProto
+	for _, n := range g.GetNode() {
+		switch n.GetOpType() {
+		case "If":
+			if ifNode != nil {
+				return nil
+			}
+			ifNode = n
+		case "Constant", "Identity", "Cast", "Unsqueeze", "Reshape":
+		default:
+			return nil
+		}
+	}
+	if ifNode == nil || len(ifNode.Output) != len(g.GetOutput()) {
+		return nil
+	}
+	return ifNode
+}
+
+func findBlocks(m *Model, g *onnxpb.GraphProto, outer []*Index) (*Decoder, error) {
+	f := &finder{m: m, g: g, ix: NewIndex(g), pos: map[*onnxpb.NodeProto]int{}, outer: outer}
 	order, err := f.ix.Topo()
 	if err != nil {
 		return nil, err
@@ -119,7 +209,7 @@ func FindBlocks(m *Model) (*Decoder, error) {
 	for i, n := range order {
 		f.pos[n] = i
 	}
-	d := &Decoder{}
+	d := &Decoder{Graph: g}
 	emb, h0, err := f.embedding()
 	if err != nil {
 		return nil, err
@@ -153,8 +243,8 @@ func (f *finder) embedding() (Component, Site, error) {
 		if n.GetOpType() != "Gather" || len(n.Input) < 2 {
 			continue
 		}
-		w := f.ix.Initializers[n.Input[0]]
-		_, isInput := f.ix.Inputs[n.Input[1]]
+		w := f.initializer(n.Input[0])
+		isInput := f.isInput(n.Input[1])
 		if w != nil && len(w.GetDims()) == 2 && isInput {
 			if gather == nil || n.Input[1] == "input_ids" {
 				gather = n
@@ -285,7 +375,7 @@ func (f *finder) siteLayer(sites []Site, i int, h0 Site) int {
 			votes[l]++
 		}
 		for _, in := range n.Input {
-			if f.ix.Initializers[in] != nil {
+			if f.initializer(in) != nil {
 				if l := layerOf(in); l >= 0 {
 					votes[l]++
 				}
@@ -483,7 +573,7 @@ func (f *finder) kvOf(b *Block, owner map[*onnxpb.NodeProto]*Block) (ins, outs [
 	inSet, outSet := map[string]bool{}, map[string]bool{}
 	for _, n := range b.Nodes {
 		for _, in := range n.Input {
-			if _, ok := f.ix.Inputs[in]; ok && kvInputRe.MatchString(in) {
+			if f.isInput(in) && kvInputRe.MatchString(in) {
 				inSet[in] = true
 			}
 		}
@@ -516,7 +606,7 @@ func (f *finder) weightsOf(nodes []*onnxpb.NodeProto, exclude, include []string)
 	var names []string
 	var params int64
 	add := func(in string) {
-		t := f.ix.Initializers[in]
+		t := f.initializer(in)
 		if t == nil || seen[in] {
 			return
 		}
@@ -653,14 +743,25 @@ func (f *finder) tail(d *Decoder) {
 
 // TotalParams counts the elements of every floating-point initializer and
 // Constant matrix in the main graph.
+// In a merged decoder whose branches hold their own weights (older
+// optimum versions), the with-past branch's are counted too, once.
 func TotalParams(m *Model) int64 {
 	var total int64
-	for _, t := range m.Proto.GetGraph().GetInitializer() {
+	g := m.Proto.GetGraph()
+	inits := g.GetInitializer()
+	if ifNode := mergedIf(g); ifNode != nil {
+		for _, a := range ifNode.Attribute {
+			if a.GetName() == "then_branch" {
+				inits = append(slices.Clip(inits), a.G.GetInitializer()...)
+			}
+		}
+	}
+	for _, t := range inits {
 		if isParam(t) {
 			total += NumElements(t.GetDims())
 		}
 	}
-	for _, n := range m.Proto.GetGraph().GetNode() {
+	for _, n := range g.GetNode() {
 		if n.GetOpType() == "Constant" {
 			for _, a := range n.Attribute {
 				if a.T != nil && isFloat(a.T.GetDataType()) && len(a.T.GetDims()) >= 2 {

@@ -46,13 +46,28 @@ func RemoveBlocks(m *graph.Model, d *graph.Decoder, remove []int) error {
 		return fmt.Errorf("remove blocks: removing %d of %d blocks would leave no decoder", len(set), L)
 	}
 	g := m.Proto.GetGraph()
+	branches := d.Branches // an optimum merged decoder: both If branches
+	if len(branches) == 0 {
+		branches = []*graph.Decoder{d}
+	}
+	for _, bd := range branches {
+		if len(bd.Blocks) != L {
+			return fmt.Errorf("remove blocks: the merged decoder's branches have %d and %d blocks", L, len(bd.Blocks))
+		}
+	}
 
 	// Rewire each run i..j, from the last run backwards so the sites a
 	// later run reads are not yet rewired.
 	runs := contiguousRuns(set)
-	for k := len(runs) - 1; k >= 0; k-- {
-		if err := bypass(g, d, runs[k][0], runs[k][1]); err != nil {
-			return err
+	for _, bd := range branches {
+		bg := bd.Graph
+		if bg == nil {
+			bg = g
+		}
+		for k := len(runs) - 1; k >= 0; k-- {
+			if err := bypass(bg, bd, runs[k][0], runs[k][1]); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -67,6 +82,9 @@ func RemoveBlocks(m *graph.Model, d *graph.Decoder, remove []int) error {
 			removedKV[n] = true
 		}
 	}
+	if len(d.Branches) > 0 {
+		dropMergedOutputs(g, removedKV)
+	}
 	g.Output = slices.DeleteFunc(g.Output, func(vi *onnxpb.ValueInfoProto) bool { return removedKV[vi.GetName()] })
 	DeadCode(m)
 	ix := graph.NewIndex(g)
@@ -79,6 +97,37 @@ func RemoveBlocks(m *graph.Model, d *graph.Decoder, remove []int) error {
 
 	renumber(g, newIndex(L, set))
 	return nil
+}
+
+// dropMergedOutputs removes the named outputs from a merged decoder's
+// If node and, at the same positions, from both of its branches.
+func dropMergedOutputs(g *onnxpb.GraphProto, names map[string]bool) {
+	for _, n := range g.Node {
+		if n.GetOpType() != "If" {
+			continue
+		}
+		var drop []int
+		for i, o := range n.Output {
+			if names[o] {
+				drop = append(drop, i)
+			}
+		}
+		keep := func(i int) bool { return !slices.Contains(drop, i) }
+		n.Output = filterIndex(n.Output, keep)
+		for _, sg := range graph.Subgraphs(n) {
+			sg.Output = filterIndex(sg.Output, keep)
+		}
+	}
+}
+
+func filterIndex[T any](s []T, keep func(int) bool) []T {
+	var out []T
+	for i, v := range s {
+		if keep(i) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // contiguousRuns turns a set of block indices into sorted [first, last]
@@ -295,21 +344,35 @@ func renumber(g *onnxpb.GraphProto, newIdx map[int]int) {
 		})
 	}
 	var tensors, nodes []string
-	for _, vi := range g.Input {
-		tensors = append(tensors, vi.GetName())
-	}
-	for _, t := range g.Initializer {
-		tensors = append(tensors, t.GetName())
-	}
-	for _, n := range g.Node {
-		tensors = append(tensors, n.Output...)
-		nodes = append(nodes, n.GetName())
-	}
+	walkGraphs(g, func(g *onnxpb.GraphProto) {
+		for _, vi := range g.Input {
+			tensors = append(tensors, vi.GetName())
+		}
+		for _, t := range g.Initializer {
+			tensors = append(tensors, t.GetName())
+		}
+		for _, n := range g.Node {
+			tensors = append(tensors, n.Output...)
+			nodes = append(nodes, n.GetName())
+		}
+	})
 	renameTensors(g, safeRenames(tensors, renameLayer))
 	nodeRename := safeRenames(nodes, renameLayer)
+	walkGraphs(g, func(g *onnxpb.GraphProto) {
+		for _, n := range g.Node {
+			if nn, ok := nodeRename[n.GetName()]; ok {
+				n.Name = proto.String(nn)
+			}
+		}
+	})
+}
+
+// walkGraphs calls fn for g and every subgraph in it.
+func walkGraphs(g *onnxpb.GraphProto, fn func(*onnxpb.GraphProto)) {
+	fn(g)
 	for _, n := range g.Node {
-		if nn, ok := nodeRename[n.GetName()]; ok {
-			n.Name = proto.String(nn)
+		for _, sg := range graph.Subgraphs(n) {
+			walkGraphs(sg, fn)
 		}
 	}
 }
