@@ -13,7 +13,7 @@ import (
 func WriteHeatmapSVG(w io.Writer, s *Stats, allTokens bool, title string) error {
 	const cell, left, top, pad = 36, 56, 56, 90
 	L := s.Layers
-	width, height := left+L*cell+20, top+L*cell+pad
+	width, height := max(left+L*cell+20, 720), top+L*cell+pad
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for l := range L {
 		for n := 1; l+n <= L; n++ {

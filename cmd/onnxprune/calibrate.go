@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -101,6 +102,9 @@ Examples:
 				return err
 			}
 			out := cmd.String("output")
+			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+				return err
+			}
 			b, _ := json.MarshalIndent(sf, "", "  ")
 			if err := writeFileAtomic(out, append(b, '\n')); err != nil {
 				return err
