@@ -87,6 +87,7 @@ Start with:  onnxprune inspect model.onnx`,
 			calibrateCommand(),
 			pruneCommand(),
 			evalCommand(),
+			tokenizeCommand(),
 		},
 	}
 }
