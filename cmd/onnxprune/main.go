@@ -88,6 +88,7 @@ Start with:  onnxprune inspect model.onnx`,
 			pruneCommand(),
 			evalCommand(),
 			tokenizeCommand(),
+			generateCommand(),
 		},
 	}
 }
