@@ -39,6 +39,8 @@ type Component struct {
 	Nodes   []*onnxpb.NodeProto
 	Weights []string // initializer names
 	Params  int64
+	// Tied is set on the LM head when it reuses the embedding's weight.
+	Tied bool
 }
 
 // Block is one decoder block.
@@ -621,7 +623,9 @@ func (f *finder) weightsOf(nodes []*onnxpb.NodeProto, exclude, include []string)
 	}
 	for _, n := range nodes {
 		for _, in := range n.Input {
-			add(in)
+			for _, w := range f.weightSources(in) {
+				add(w)
+			}
 		}
 		if n.GetOpType() == "Constant" {
 			for _, a := range n.Attribute {
@@ -632,6 +636,42 @@ func (f *finder) weightsOf(nodes []*onnxpb.NodeProto, exclude, include []string)
 		}
 	}
 	return names, params
+}
+
+// weightSources resolves a tensor to the initializers it is computed
+// from when only weight-only ops lie between (a tied LM head reads
+// Transpose(embedding); float16 weights are read through Cast), else
+// returns the name itself.
+func (f *finder) weightSources(name string) []string {
+	if f.initializer(name) != nil {
+		return []string{name}
+	}
+	p := f.ix.Producer[name]
+	if p == nil {
+		return []string{name}
+	}
+	switch p.GetOpType() {
+	case "Transpose", "Cast", "Reshape", "Identity", "Unsqueeze", "Squeeze", "Flatten", "DequantizeLinear":
+	default:
+		return []string{name}
+	}
+	var out []string
+	for i, in := range p.Input {
+		if in == "" {
+			continue
+		}
+		src := f.weightSources(in)
+		if len(src) == 1 && src[0] == in && f.initializer(in) == nil {
+			if i == 0 {
+				return []string{name} // the data input is computed: not a weight
+			}
+			continue // a computed shape or axes input
+		}
+		if i == 0 || f.initializer(in) != nil {
+			out = append(out, src...)
+		}
+	}
+	return out
 }
 
 // isParam says whether an initializer counts as parameters: floating
@@ -735,6 +775,9 @@ func (f *finder) tail(d *Decoder) {
 	sortBy(norm)
 	d.LMHead.Nodes, d.FinalNorm.Nodes = head, norm
 	d.LMHead.Weights, d.LMHead.Params = f.weightsOf(head, nil, nil)
+	for _, w := range d.LMHead.Weights {
+		d.LMHead.Tied = d.LMHead.Tied || slices.Contains(d.Embedding.Weights, w)
+	}
 	d.FinalNorm.Weights, d.FinalNorm.Params = f.weightsOf(norm, nil, normExtra)
 	if isSkipNorm(last) {
 		d.FinalNorm.Nodes = append([]*onnxpb.NodeProto{last}, d.FinalNorm.Nodes...)

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/onnxprune/onnxprune/convert"
 	"github.com/onnxprune/onnxprune/graph"
 	"github.com/onnxprune/onnxprune/graph/onnxpb"
 	"github.com/onnxprune/onnxprune/internal/irtest"
@@ -171,5 +172,38 @@ func TestFindBlocksRefusesNonDecoders(t *testing.T) {
 				t.Fatalf("FindBlocks = %v, want ErrNoBlocks", err)
 			}
 		})
+	}
+}
+
+// TestFindBlocksBuilderModels: models from our builder read weights
+// through weight-only ops (a tied head is Transpose(embedding); float16
+// weights are Cast). The counts must still follow the architecture.
+func TestFindBlocksBuilderModels(t *testing.T) {
+	const L, H, KV, F, V = 3, 64, 4, 96, 100 // 8 heads of 8, 4 KV heads
+	blockParams := int64(H*H + 2*(H*KV*8) + H*H + 3*H*F + 2*H)
+	for _, dt := range []convert.DType{convert.Float32, convert.Float16} {
+		for _, tied := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/tied=%v", dt, tied), func(t *testing.T) {
+				cfg := convert.Config{Family: convert.FamilyLlama, Layers: L, Hidden: H, Heads: 8, KVHeads: KV,
+					FFN: F, Vocab: V, TiedEmbeddings: tied, BOS: 1, EOS: 2}
+				p := filepath.Join(t.TempDir(), "m.onnx")
+				if err := convert.Build(convert.Synthetic(cfg, 3), p, convert.BuildOptions{DType: dt}); err != nil {
+					t.Fatal(err)
+				}
+				m, err := graph.Load(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := graph.FindBlocks(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkDecoder(t, d, L, blockParams, true)
+				if d.LMHead.Params != V*H || d.LMHead.Tied != tied || d.FinalNorm.Params != H || d.Embedding.Params != V*H {
+					t.Errorf("head %d params (tied %v), final norm %d, embedding %d; want %d (tied %v), %d, %d",
+						d.LMHead.Params, d.LMHead.Tied, d.FinalNorm.Params, d.Embedding.Params, V*H, tied, H, V*H)
+				}
+			})
+		}
 	}
 }

@@ -116,6 +116,9 @@ type ComponentInfo struct {
 	Nodes   int      `json:"nodes"`
 	Params  int64    `json:"params"`
 	Weights []string `json:"weights"`
+	// Tied: the LM head reuses the embedding's weight (its params are
+	// the embedding's, counted once in params_total).
+	Tied bool `json:"tied,omitempty"`
 }
 
 func inspectModel(path string) (*InspectReport, error) {
@@ -211,7 +214,7 @@ func inspectModel(path string) (*InspectReport, error) {
 		}
 	}
 	comp := func(c graph.Component) *ComponentInfo {
-		return &ComponentInfo{Nodes: len(c.Nodes), Params: c.Params, Weights: orEmpty(c.Weights)}
+		return &ComponentInfo{Nodes: len(c.Nodes), Params: c.Params, Weights: orEmpty(c.Weights), Tied: c.Tied}
 	}
 	rep.Embedding, rep.FinalNorm, rep.LMHead = comp(d.Embedding), comp(d.FinalNorm), comp(d.LMHead)
 	return rep, nil
@@ -294,8 +297,12 @@ func printInspect(w io.Writer, r *InspectReport) {
 		fmt.Fprintf(w, "\ndecoder blocks: none: %s\n", r.BlocksError)
 		return
 	}
+	head := thousands(r.LMHead.Params)
+	if r.LMHead.Tied {
+		head += " (tied to the embedding)"
+	}
 	fmt.Fprintf(w, "\ndecoder: %d blocks; embedding %s params, final norm %s, LM head %s\n",
-		len(r.Blocks), thousands(r.Embedding.Params), thousands(r.FinalNorm.Params), thousands(r.LMHead.Params))
+		len(r.Blocks), thousands(r.Embedding.Params), thousands(r.FinalNorm.Params), head)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "block\tnodes\tparams\tshare\t")
 	for _, b := range r.Blocks {
