@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/onnxprune/onnxprune/tokenizer"
 )
 
 // GGUF (llama.cpp, docs/gguf.md in ggml): little-endian
@@ -112,17 +114,6 @@ func (ti GGUFTensorInfo) shape() []int64 {
 	return s
 }
 
-// GGUFVocab is the tokenizer a GGUF file embeds (tokenizer.ggml.*).
-type GGUFVocab struct {
-	Model  string    // tokenizer.ggml.model: "llama" (SentencePiece), "gpt2" (byte-level BPE), …
-	Tokens []string  // tokenizer.ggml.tokens
-	Scores []float32 // tokenizer.ggml.scores; nil when absent
-	Types  []int32   // tokenizer.ggml.token_type (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte); nil when absent
-	Merges []string  // tokenizer.ggml.merges (BPE); nil when absent
-	BOS    int       // tokenizer.ggml.bos_token_id; -1 when absent
-	EOS    int       // tokenizer.ggml.eos_token_id; -1 when absent
-}
-
 // GGUF is a GGUF checkpoint.
 type GGUF struct {
 	ckpt
@@ -138,9 +129,15 @@ type GGUF struct {
 	Infos []GGUFTensorInfo
 }
 
-// Vocab returns the embedded tokenizer vocabulary.
-func (g *GGUF) Vocab() GGUFVocab {
-	v := GGUFVocab{BOS: -1, EOS: -1}
+// Vocab returns the embedded tokenizer vocabulary, as
+// tokenizer.FromGGUFVocab takes it.
+func (g *GGUF) Vocab() tokenizer.GGUFVocab {
+	v := tokenizer.GGUFVocab{BOS: -1, EOS: -1}
+	v.Pre, _ = g.Metadata["tokenizer.ggml.pre"].(string)
+	if b, ok := g.Metadata["tokenizer.ggml.add_space_prefix"].(bool); ok {
+		v.NoSpacePrefix = !b
+	}
+	v.RemoveExtraWhitespaces, _ = g.Metadata["tokenizer.ggml.remove_extra_whitespaces"].(bool)
 	v.Model, _ = g.Metadata["tokenizer.ggml.model"].(string)
 	v.Tokens, _ = g.Metadata["tokenizer.ggml.tokens"].([]string)
 	v.Scores, _ = g.Metadata["tokenizer.ggml.scores"].([]float32)

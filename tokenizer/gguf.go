@@ -1,8 +1,10 @@
 package tokenizer
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/dlclark/regexp2"
@@ -177,6 +179,41 @@ func ggufByteLevel(v GGUFVocab, types []int32) (*hf, error) {
 	}
 	if err := t.model.setMerges(t.ids, pairs); err != nil {
 		return nil, err
+	}
+	return t, nil
+}
+
+// GGUFVocabFile is the file name under which a GGUF checkpoint's embedded
+// vocabulary is kept beside a converted model (see WriteGGUFVocab).
+const GGUFVocabFile = "tokenizer.gguf.json"
+
+// WriteGGUFVocab saves v as JSON, so a model converted from GGUF keeps
+// its tokenizer without the checkpoint: the arrays are what
+// FromGGUFVocab needs, nothing is lost.
+func WriteGGUFVocab(path string, v GGUFVocab) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("tokenizer: %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("tokenizer: %w", err)
+	}
+	return nil
+}
+
+// LoadGGUFVocab reads a file written by WriteGGUFVocab.
+func LoadGGUFVocab(path string) (Tokenizer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	var v GGUFVocab
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: not a GGUF vocabulary: %v", path, err)
+	}
+	t, err := FromGGUFVocab(v)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: %w", path, err)
 	}
 	return t, nil
 }

@@ -51,7 +51,7 @@ func Load(dir string) (Tokenizer, error) {
 	if !fi.IsDir() {
 		return loadFile(dir)
 	}
-	for _, name := range []string{"tokenizer.json", "tokenizer.json.gz", "tokenizer.model", "tokenizer.bin"} {
+	for _, name := range []string{"tokenizer.json", "tokenizer.json.gz", "tokenizer.model", "tokenizer.bin", GGUFVocabFile} {
 		p := filepath.Join(dir, name)
 		if _, err := os.Stat(p); err == nil {
 			return loadFile(p)
@@ -76,12 +76,15 @@ func Load(dir string) (Tokenizer, error) {
 		}
 		return nil, fmt.Errorf("tokenizer: %s: several tokenizers (%s); name the file", dir, strings.Join(matches, ", "))
 	}
-	return nil, fmt.Errorf("tokenizer: %s: no tokenizer found (looked for tokenizer.json, tokenizer.json.gz, tokenizer.model, tokenizer.bin, tok*.model, tok*.bin)", dir)
+	return nil, fmt.Errorf("tokenizer: %s: no tokenizer found (looked for tokenizer.json, tokenizer.json.gz, tokenizer.model, tokenizer.bin, tokenizer.gguf.json, tok*.model, tok*.bin)", dir)
 }
 
 // loadFile picks the loader by the file name.
 func loadFile(path string) (Tokenizer, error) {
 	base := strings.TrimSuffix(filepath.Base(path), ".gz")
+	if base == GGUFVocabFile {
+		return LoadGGUFVocab(path)
+	}
 	switch filepath.Ext(base) {
 	case ".json":
 		return LoadHF(path)

@@ -17,6 +17,7 @@ import (
 	"github.com/onnxprune/onnxprune/convert"
 	"github.com/onnxprune/onnxprune/graph"
 	"github.com/onnxprune/onnxprune/graph/onnxpb"
+	"github.com/onnxprune/onnxprune/tokenizer"
 )
 
 func convertCommand() *cli.Command {
@@ -123,6 +124,20 @@ func runConvert(_ context.Context, cmd *cli.Command) (err error) {
 	}
 	if tokFiles, err = tokenizerFiles(cmd.String("tokenizer"), source, synthetic); err != nil {
 		return err
+	}
+	if g, ok := ck.(*convert.GGUF); ok && len(tokFiles) == 0 {
+		// The vocabulary is inside the checkpoint: keep it beside the
+		// model so generate/eval/calibrate find it there.
+		tmp, err := os.MkdirTemp("", "onnxprune-vocab")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		p := filepath.Join(tmp, tokenizer.GGUFVocabFile)
+		if err := tokenizer.WriteGGUFVocab(p, g.Vocab()); err != nil {
+			return err
+		}
+		tokFiles = []string{p}
 	}
 
 	outDir := cmd.String("output")

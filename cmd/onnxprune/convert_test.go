@@ -152,8 +152,36 @@ func TestConvertStories260K(t *testing.T) {
 			}
 			worst := runRefCases(t, filepath.Join(out, "model.onnx"), ref)
 			t.Logf("max |diff| vs torch: %.3g", worst)
+			// Greedy decoding from BOS prints the published sample, with
+			// the tokenizer the conversion left beside the model.
+			checkPublishedGeneration(t, filepath.Join(out, "model.onnx"), out)
 		})
 	}
+}
+
+// TestConvertBabyLlama converts the second real llama2.c model with its
+// SentencePiece tokenizer; greedy decoding must tell a TinyStories story.
+func TestConvertBabyLlama(t *testing.T) {
+	shared := testenv.SharedDir(t)
+	testenv.ORTLibrary(t)
+	dir := filepath.Join(shared, "models", "babyllama-tok105")
+	out := filepath.Join(t.TempDir(), "out")
+	if code, _, errs := runCLI(t, "convert", filepath.Join(dir, "model5000.bin"), "--tokenizer", filepath.Join(dir, "tok105.model"), "-o", out); code != 0 {
+		t.Fatalf("convert: exit %d: %s", code, errs)
+	}
+	code, stdout, errs := runCLI(t, "generate", filepath.Join(out, "model.onnx"), "--max-tokens", "120", "--json")
+	if code != 0 {
+		t.Fatalf("generate: exit %d: %s", code, errs)
+	}
+	var res struct {
+		Text string `json:"text"`
+	}
+	json.Unmarshal([]byte(stdout), &res)
+	words := strings.Fields(res.Text)
+	if !strings.HasPrefix(res.Text, "Once upon a time") || len(words) < 15 {
+		t.Fatalf("generated %q", res.Text)
+	}
+	t.Logf("%s", res.Text)
 }
 
 // runRefCases runs every case of ref and compares the outputs within the
