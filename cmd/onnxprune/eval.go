@@ -4,35 +4,66 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
+	"slices"
+	"sort"
+	"strings"
 
 	"github.com/urfave/cli/v3"
-
-	"github.com/onnxprune/onnxprune/eval"
-	"github.com/onnxprune/onnxprune/graph"
-	ort "github.com/onnxprune/onnxprune/runtime"
 )
 
+// evalTask is one kind of measurement `onnxprune eval --task NAME` makes.
+// Each task lives in its own file (eval_<name>.go) and is listed in
+// evalTasks; flags shared by all tasks are defined here, task-specific
+// ones by the task (names must not clash).
+type evalTask struct {
+	Name  string
+	Usage string
+	Flags []cli.Flag
+	// Run measures model and returns a JSON-serializable result and its
+	// human-readable rendering.
+	Run func(ctx context.Context, cmd *cli.Command, model string) (result any, text string, err error)
+}
+
+// evalTasks lists the tasks; add a task here and in its own file.
+func evalTasks() []evalTask {
+	return []evalTask{
+		pplTask(),
+	}
+}
+
 func evalCommand() *cli.Command {
+	tasks := evalTasks()
+	var names, lines []string
+	flags := append(append(dataFlags(), runtimeFlags()...),
+		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+	)
+	for _, t := range tasks {
+		names = append(names, t.Name)
+		lines = append(lines, fmt.Sprintf("  %-8s %s", t.Name, t.Usage))
+		flags = append(flags, t.Flags...)
+	}
+	sort.Strings(names)
 	return &cli.Command{
 		Name:      "eval",
-		Usage:     "measure perplexity on a text or JSONL dataset",
+		Usage:     "measure a model: perplexity, zero-shot tasks, summarization",
 		ArgsUsage: "MODEL.onnx",
-		Description: `Perplexity per sample: each sample is tokenized with BOS first, truncated to
---seq-len tokens, and every next-token prediction inside it is scored
-(token-weighted, float64; padding is never scored).
+		Description: "Tasks (--task):\n" + strings.Join(lines, "\n") + `
+
+Every number says how it was measured (context, BOS policy, baseline).
 
 Examples:
-  onnxprune eval model.onnx --data ../shared/data/tinystories/validation.txt --samples 50`,
-		Flags: append(append(dataFlags(), runtimeFlags()...),
-			&cli.BoolFlag{Name: "json", Usage: "print a JSON result"},
-		),
+  onnxprune eval model.onnx --data ../shared/data/tinystories/validation.txt --samples 50
+  onnxprune eval model.onnx --task boolq --data ../shared/data/boolq/boolq.jsonl --limit 200`,
+		Flags: append(flags, &cli.StringFlag{Name: "task", Value: "ppl", Usage: "what to measure: " + strings.Join(names, ", ")}),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if cmd.NArg() != 1 {
 				return usagef("eval: want one MODEL argument, got %d", cmd.NArg())
 			}
-			path := cmd.Args().First()
-			res, err := evalPerplexity(ctx, cmd, path)
+			i := slices.IndexFunc(tasks, func(t evalTask) bool { return t.Name == cmd.String("task") })
+			if i < 0 {
+				return usagef("eval: unknown --task %q (tasks: %s)", cmd.String("task"), strings.Join(names, ", "))
+			}
+			res, text, err := tasks[i].Run(ctx, cmd, cmd.Args().First())
 			if err != nil {
 				return err
 			}
@@ -42,63 +73,8 @@ Examples:
 				_, err := fmt.Fprintf(w, "%s\n", b)
 				return err
 			}
-			fmt.Fprintf(w, "perplexity %.4f (NLL %.4f/token) over %d tokens scored in %d samples; %s (%.1fs)\n",
-				res.Perplexity, res.MeanNLL, res.Tokens, res.Samples, res.Method, res.Seconds)
-			return nil
+			_, err = fmt.Fprintln(w, strings.TrimRight(text, "\n"))
+			return err
 		},
 	}
-}
-
-// PerplexityResult is what `eval --json` prints.
-type PerplexityResult struct {
-	Model      string  `json:"model"`
-	Data       string  `json:"data"`
-	Perplexity float64 `json:"perplexity"`
-	MeanNLL    float64 `json:"mean_nll"`
-	Tokens     int64   `json:"tokens_scored"`
-	Samples    int     `json:"samples"`
-	Method     string  `json:"method"`
-	Seconds    float64 `json:"seconds"`
-}
-
-func evalPerplexity(ctx context.Context, cmd *cli.Command, path string) (*PerplexityResult, error) {
-	if _, err := graph.Load(path); err != nil {
-		return nil, err
-	}
-	ro, err := runtimeOptions(cmd)
-	if err != nil {
-		return nil, err
-	}
-	batches, _, err := calibrationBatches(cmd, path)
-	if err != nil {
-		return nil, err
-	}
-	ro.Outputs = []string{"logits"}
-	sess, err := ort.NewSession(path, ro)
-	if err != nil {
-		return nil, err
-	}
-	defer sess.Close()
-	dec, err := ort.NewDecoder(sess)
-	if err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	pr := newProgress(cmd, "eval")
-	var n eval.NLL
-	samples := 0
-	for i, b := range batches {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if err := eval.ScoreBatch(dec, b.IDs, b.Mask, b.Positions, b.Size, b.SeqLen, 0, &n); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		samples += b.Size
-		pr.update(i+1, len(batches))
-	}
-	return &PerplexityResult{Model: path, Data: cmd.String("data"), Perplexity: n.Perplexity(),
-		MeanNLL: n.Sum / float64(n.Tokens), Tokens: n.Tokens, Samples: samples,
-		Method:  fmt.Sprintf("per sample, BOS first, at most %d tokens", cmd.Int("seq-len")),
-		Seconds: time.Since(start).Seconds()}, nil
 }
