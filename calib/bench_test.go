@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -114,11 +113,15 @@ func BenchmarkCalibrationMemory(b *testing.B) {
 		for _, n := range []int{16, 64} {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), "ONNXPRUNE_CALIB_MODEL="+path, "ONNXPRUNE_CALIB_SAMPLES="+strconv.Itoa(n))
-			if out, err := cmd.CombinedOutput(); err != nil {
+			out, err := cmd.CombinedOutput()
+			if err != nil {
 				b.Fatalf("child: %v %s", err, out)
 			}
-			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-			rss[n] = max(rss[n], ru.Maxrss*1024)
+			peak, err := testenv.ParsePeakRSS(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rss[n] = max(rss[n], peak)
 		}
 	}
 	b.ReportMetric(float64(rss[16])/(1<<20), "rss16-MiB")
@@ -133,6 +136,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		testenv.ReportPeakRSS()
 		os.Exit(0)
 	}
 	os.Exit(m.Run())

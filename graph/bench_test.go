@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/onnxprune/onnxprune/graph"
 	"github.com/onnxprune/onnxprune/graph/onnxpb"
 	"github.com/onnxprune/onnxprune/internal/irtest"
+	"github.com/onnxprune/onnxprune/internal/testenv"
 )
 
 // TestMain lets the benchmark run Load+Save in a child process of its
@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		testenv.ReportPeakRSS()
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -110,13 +111,16 @@ func BenchmarkLoadSave1GiB(b *testing.B) {
 		t0 = time.Now()
 		child := exec.Command(os.Args[0], "-test.run=^$")
 		child.Env = append(os.Environ(), "ONNXPRUNE_LOADSAVE_SRC="+src, "ONNXPRUNE_LOADSAVE_DST="+filepath.Join(out, "big.onnx"))
-		if msg, err := child.CombinedOutput(); err != nil {
+		msg, err := child.CombinedOutput()
+		if err != nil {
 			b.Fatalf("load+save: %v %s", err, msg)
 		}
 		saveTime += time.Since(t0)
-		if ru, ok := child.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			maxRSS = max(maxRSS, ru.Maxrss*1024)
+		rss, err := testenv.ParsePeakRSS(msg)
+		if err != nil {
+			b.Fatal(err)
 		}
+		maxRSS = max(maxRSS, rss)
 		os.RemoveAll(out)
 	}
 	b.ReportMetric(float64(saveTime)/float64(cpTime), "x-cp")

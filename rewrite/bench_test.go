@@ -5,12 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/onnxprune/onnxprune/convert"
 	"github.com/onnxprune/onnxprune/graph"
+	"github.com/onnxprune/onnxprune/internal/testenv"
 	"github.com/onnxprune/onnxprune/rewrite"
 )
 
@@ -22,6 +22,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		testenv.ReportPeakRSS()
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -67,11 +68,16 @@ func BenchmarkRemoveBlocks1GiB(b *testing.B) {
 		t0 := time.Now()
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "ONNXPRUNE_PRUNE_SRC="+src, "ONNXPRUNE_PRUNE_DST="+filepath.Join(out, "model.onnx"))
-		if msg, err := cmd.CombinedOutput(); err != nil {
+		msg, err := cmd.CombinedOutput()
+		if err != nil {
 			b.Fatalf("prune: %v %s", err, msg)
 		}
 		tPrune += time.Since(t0)
-		rss = max(rss, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss*1024)
+		peak, err := testenv.ParsePeakRSS(msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rss = max(rss, peak)
 		fk, _ := os.Stat(filepath.Join(out, "model.onnx.data"))
 		kept = fk.Size()
 
