@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/onnxprune/onnxprune/internal/atomicfile"
 )
 
 // Plan says which blocks to remove and why. It is written as JSON by
@@ -192,7 +194,7 @@ func WritePlan(p *Plan, path string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(b, '\n'))
+	return atomicfile.Write(path, append(b, '\n'))
 }
 
 // ReadPlan reads a plan written by WritePlan.
@@ -209,29 +211,4 @@ func ReadPlan(path string) (*Plan, error) {
 		return nil, fmt.Errorf("calib: %s: plan removes no blocks", path)
 	}
 	return &p, nil
-}
-
-// writeFileAtomic writes to a temporary file beside path and renames it.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(dirOf(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-func dirOf(path string) string {
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		return path[:i+1]
-	}
-	return "."
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/onnxprune/onnxprune/internal/atomicfile"
 )
 
 // SidecarFiles are copied next to a rewritten model as they are: the
@@ -131,7 +133,7 @@ func updateJSON(src, dst string, edit func(map[string]any) error) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	return true, writeAtomic(dst, append(out, '\n'))
+	return true, atomicfile.Write(dst, append(out, '\n'))
 }
 
 func copyFile(src, dst string) error {
@@ -140,35 +142,8 @@ func copyFile(src, dst string) error {
 		return fmt.Errorf("rewrite: %w", err)
 	}
 	defer in.Close()
-	f, err := os.CreateTemp(filepath.Dir(dst), ".tmp-*")
-	if err != nil {
+	if err := atomicfile.Copy(dst, func(w io.Writer) error { _, err := io.Copy(w, in); return err }); err != nil {
 		return fmt.Errorf("rewrite: %w", err)
 	}
-	if _, err := io.Copy(f, in); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return fmt.Errorf("rewrite: %s: %w", dst, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return os.Rename(f.Name(), dst)
-}
-
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("rewrite: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return fmt.Errorf("rewrite: %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return nil
 }

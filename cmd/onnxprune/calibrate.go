@@ -15,6 +15,7 @@ import (
 
 	"github.com/onnxprune/onnxprune/calib"
 	"github.com/onnxprune/onnxprune/graph"
+	"github.com/onnxprune/onnxprune/internal/atomicfile"
 )
 
 // dataFlags say where calibration text comes from and how to batch it.
@@ -205,23 +206,4 @@ func printStats(w io.Writer, s *calib.Stats, allTokens bool) {
 
 // writeFileAtomic writes data to a temporary file beside path, then
 // renames it: an interrupted run leaves the old file or none.
-func writeFileAtomic(path string, data []byte) error {
-	dir := "."
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		dir = path[:i+1]
-	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
+func writeFileAtomic(path string, data []byte) error { return atomicfile.Write(path, data) }
