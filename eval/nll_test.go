@@ -9,8 +9,8 @@ import (
 // two tokens, so it contributes one prediction.
 func TestNLLByHand(t *testing.T) {
 	logits := []float32{
-		0, 0, 0, /**/ 1, 2, 3, /**/ 9, 9, 9, // row 0
-		2, 0, 0, /**/ 5, 5, 5, /**/ 7, 7, 7, // row 1 (t=1 predicts a pad)
+		0, 0, 0 /**/, 1, 2, 3 /**/, 9, 9, 9, // row 0
+		2, 0, 0 /**/, 5, 5, 5 /**/, 7, 7, 7, // row 1 (t=1 predicts a pad)
 	}
 	ids := []int64{0, 1, 2, 0, 0, 0}
 	mask := []int64{1, 1, 1, 1, 1, 0}

@@ -28,6 +28,9 @@ type evalTask struct {
 func evalTasks() []evalTask {
 	return []evalTask{
 		pplTask(),
+		boolqTask(),
+		imdbTask(),
+		xsumTask(),
 	}
 }
 
