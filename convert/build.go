@@ -53,10 +53,14 @@ type BuildOptions struct {
 // initializer through a Transpose, so it is stored once.
 //
 // Build streams: it reads one tensor at a time, converting and
-// transposing it on the way to the file. Everything is written to
-// temporary files in the destination directory and renamed at the end
-// (the model last); on error nothing is left behind. Build does not
-// close ck.
+// transposing it on the way to the file while a second goroutine writes
+// what is ready. Tensors a reader found in a file as they are (float32
+// safetensors; GGUF and llama2.c tensors that need no reordering) skip
+// Read: kept float32 bytes are copied by the kernel, float32 tensors to
+// transpose are mapped into memory, the rest are read into one reused
+// buffer. Everything is written to temporary files in the destination
+// directory and renamed at the end (the model last); on error nothing is
+// left behind. Build does not close ck.
 func Build(ck Checkpoint, outPath string, opts BuildOptions) (err error) {
 	if opts.DType == "" {
 		opts.DType = Float32
@@ -97,7 +101,7 @@ func Build(ck Checkpoint, outPath string, opts BuildOptions) (err error) {
 	for _, p := range plan {
 		total += storedBytes(p, opts.DType)
 	}
-	src := &weightSource{plan: plan, enc: newTensorEncoder(opts.DType)}
+	src := newWeightSource(plan, newTensorEncoder(opts.DType))
 	if opts.Progress != nil {
 		src.progress = func(done int64) { opts.Progress(done, total) }
 	}

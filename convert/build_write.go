@@ -108,7 +108,7 @@ func writeInline(w io.Writer, model *onnxpb.ModelProto, src *weightSource, dt DT
 		if cw.n != f.data {
 			return fmt.Errorf("tensor %q: wrote %d bytes, expected %d", p.spec.name, cw.n, f.data) // would corrupt the framing
 		}
-		src.advance(p, f.data)
+		src.advance(f.data)
 	}
 	if _, err := w.Write(append(tail, after...)); err != nil {
 		return err
@@ -151,7 +151,7 @@ func writeExternal(data io.Writer, location string, src *weightSource, dt DType)
 			off += n
 		}
 		inits = append(inits, t)
-		src.advance(p, n)
+		src.advance(n)
 	}
 	return inits, nil
 }

@@ -77,9 +77,16 @@ type Tensor struct {
 	Name  string
 	Shape []int64
 	// Read returns the tensor's values as float32 in row-major order.
-	// It is called once per tensor while building, so at most one
-	// tensor's data needs to be in memory at a time.
+	// It is called at most once per tensor while building, so at most
+	// one tensor's data needs to be in memory at a time. (Build reads
+	// tensors of this package's readers that a file holds as they are
+	// without it, unless Read was replaced.)
 	Read func() ([]float32, error)
+	// stored is set by this package's readers when the values lie in a
+	// file as they are (say, float32 safetensors): Build then copies,
+	// maps or reads them into a reused buffer itself, as long as Read is
+	// still the reader's (see storedOf).
+	stored *storedTensor
 }
 
 // Checkpoint is a model read from some format.

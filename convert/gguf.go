@@ -191,6 +191,7 @@ func newGGUF(f *os.File, path string) (*GGUF, error) {
 		return nil, err
 	}
 	srcs := map[string]tensorSource{}
+	src := &sourceFile{ReaderAt: f}
 	hfToGGUF := map[string]string{}
 	for _, ti := range g.Infos {
 		hf, perm, ok := ggufToHF(ti.Name, arch, cfg)
@@ -213,7 +214,7 @@ func newGGUF(f *os.File, path string) (*GGUF, error) {
 		}
 		shape := ti.shape()
 		hfToGGUF[hf] = ti.Name
-		srcs[hf] = tensorSource{shape: shape, read: ggufReader(f, path, ti, dataStart+int64(ti.Offset), shape, perm)}
+		srcs[hf] = ggufSource(src, path, ti, dataStart+int64(ti.Offset), shape, perm)
 	}
 	name := func(hf string) string {
 		if n, ok := hfToGGUF[hf]; ok {
@@ -408,6 +409,17 @@ func hfToGGUFName(hf string) (string, bool) {
 	}
 	return "", false
 }
+
+// ggufSource says how to read tensor ti, stored at off: in place when it
+// is a float type in the order the builder wants.
+func ggufSource(src *sourceFile, path string, ti GGUFTensorInfo, off int64, shape []int64, permHeads int) tensorSource {
+	if dt, ok := ggufFloatTypes[ti.Type]; ok && permHeads == 0 {
+		return storedSource(shape, newStoredTensor(src, off, elemCount(shape), dt, path, ti.Name))
+	}
+	return tensorSource{shape: shape, read: ggufReader(src, path, ti, off, shape, permHeads)}
+}
+
+var ggufFloatTypes = map[uint32]storedType{ggmlF32: dtF32, ggmlF16: dtF16, ggmlBF16: dtBF16}
 
 // ggufReader returns the Read function of one tensor.
 func ggufReader(r io.ReaderAt, path string, ti GGUFTensorInfo, off int64, shape []int64, permHeads int) func() ([]float32, error) {

@@ -446,11 +446,11 @@ func newHF(fsys fs.FS, dir string) (_ *HF, err error) {
 			if _, dup := srcs[name]; dup {
 				return nil, fmt.Errorf("%s: tensor %s stored twice (also as %s)", at(file), stored, origin[name])
 			}
-			read, err := st.reader(at(file), stored)
+			s, err := st.tensor(at(file), stored)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", at(file), err)
 			}
-			srcs[name] = tensorSource{shape: t.Shape, read: read}
+			srcs[name] = storedSource(t.Shape, s)
 			origin[name] = stored + " in " + file
 		}
 	}

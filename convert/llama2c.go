@@ -2,10 +2,8 @@ package convert
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 )
 
@@ -255,9 +253,10 @@ func newLlama2C(f *os.File, path string) (*Llama2C, error) {
 	if h.Version > 0 {
 		off = llama2cHeaderSize
 	}
+	src := &sourceFile{ReaderAt: f}
 	for _, t := range h.layout() {
 		if t.name != "" {
-			srcs[t.name] = tensorSource{shape: t.shape, read: h.reader(f, path, t, off)}
+			srcs[t.name] = h.source(src, path, t, off)
 		}
 		off += h.storedBytes(t)
 	}
@@ -266,6 +265,15 @@ func newLlama2C(f *os.File, path string) (*Llama2C, error) {
 		return nil, err
 	}
 	return &Llama2C{ckpt: ckpt{cfg: cfg, tensors: ts, closers: []io.Closer{f}}, Version: h.Version}, nil
+}
+
+// source says how to read t, stored at off: in place when it is float32
+// in the order the builder wants.
+func (h llama2cHeader) source(src *sourceFile, path string, t l2cTensor, off int64) tensorSource {
+	if t.permHeads == 0 && !(h.Version == 2 && t.quant) {
+		return storedSource(t.shape, newStoredTensor(src, off, elemCount(t.shape), dtF32, path, t.name))
+	}
+	return tensorSource{shape: t.shape, read: h.reader(src, path, t, off)}
 }
 
 // reader returns the Read function of t stored at off.
@@ -338,99 +346,3 @@ func interleavedToHalves(w []float32, heads, cols int) []float32 {
 	}
 	return out
 }
-
-// storedType is a stored element type that reads into float32.
-type storedType int
-
-const (
-	dtF32 storedType = iota
-	dtF16
-	dtBF16
-	dtF64
-)
-
-func (d storedType) size() int64 {
-	switch d {
-	case dtF16, dtBF16:
-		return 2
-	case dtF64:
-		return 8
-	}
-	return 4
-}
-
-// chunkBytes bounds the scratch buffer of one read, so that reading a
-// tensor costs its float32 result and little more.
-const chunkBytes = 1 << 20
-
-// readFloats reads len(out) little-endian values of type dt at off into
-// out, converting to float32.
-func readFloats(r io.ReaderAt, off int64, out []float32, dt storedType) error {
-	es := dt.size()
-	n := int64(len(out))
-	buf := make([]byte, min(n*es, chunkBytes/es*es))
-	le := binary.LittleEndian
-	for done := int64(0); done < n; {
-		b := buf[:min(int64(len(buf)), (n-done)*es)]
-		if err := readAt(r, b, off+done*es); err != nil {
-			return err
-		}
-		o := out[done : done+int64(len(b))/es]
-		switch dt {
-		case dtF32:
-			for i := range o {
-				o[i] = math.Float32frombits(le.Uint32(b[4*i:]))
-			}
-		case dtF16:
-			for i := range o {
-				o[i] = float16to32(le.Uint16(b[2*i:]))
-			}
-		case dtBF16:
-			for i := range o {
-				o[i] = math.Float32frombits(uint32(le.Uint16(b[2*i:])) << 16)
-			}
-		case dtF64:
-			for i := range o {
-				o[i] = float32(math.Float64frombits(le.Uint64(b[8*i:])))
-			}
-		}
-		done += int64(len(o))
-	}
-	return nil
-}
-
-// float16to32 converts an IEEE 754 half-precision value exactly.
-func float16to32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // Inf, NaN
-		return math.Float32frombits(sign | 0xff<<23 | mant<<13)
-	case exp != 0: // normal
-		return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
-	case mant == 0: // ±0
-		return math.Float32frombits(sign)
-	}
-	// Subnormal: mant·2⁻²⁴, exact in float32.
-	f := float32(mant) * (1.0 / (1 << 24))
-	if sign != 0 {
-		f = -f
-	}
-	return f
-}
-
-// readAt fills b from off, calling a short read a truncated file. (A
-// ReaderAt may return io.EOF along with a full buffer at the end.)
-func readAt(r io.ReaderAt, b []byte, off int64) error {
-	n, err := r.ReadAt(b, off)
-	if n == len(b) {
-		return nil
-	}
-	if err == io.EOF || err == io.ErrUnexpectedEOF || err == nil {
-		return errTruncatedRead
-	}
-	return err
-}
-
-var errTruncatedRead = errors.New("truncated file")

@@ -136,6 +136,14 @@ func (c *ckpt) Close() error {
 type tensorSource struct {
 	shape []int64
 	read  func() ([]float32, error)
+	// stored, when set, is where read finds the values (read is
+	// stored.read).
+	stored *storedTensor
+}
+
+// storedSource is the source of a tensor stored as it is.
+func storedSource(shape []int64, s *storedTensor) tensorSource {
+	return tensorSource{shape: shape, read: s.read, stored: s}
 }
 
 // assemble checks the sources a reader found against the layout cfg
@@ -156,7 +164,7 @@ func assemble(cfg Config, srcs map[string]tensorSource, origin func(hf string) s
 		if !slices.Equal(src.shape, s.shape) {
 			return nil, fmt.Errorf("tensor %s: shape %v, want %v", origin(s.name), src.shape, s.shape)
 		}
-		out = append(out, Tensor{Name: s.name, Shape: slices.Clone(s.shape), Read: src.read})
+		out = append(out, Tensor{Name: s.name, Shape: slices.Clone(s.shape), Read: src.read, stored: src.stored})
 	}
 	var extra []string
 	for name := range srcs {

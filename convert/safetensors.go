@@ -33,7 +33,7 @@ type stTensor struct {
 
 // stFile is an open safetensors file.
 type stFile struct {
-	r         io.ReaderAt
+	r         *sourceFile
 	dataStart int64
 	tensors   map[string]stTensor
 }
@@ -89,7 +89,7 @@ func parseSafetensors(r io.ReaderAt, size int64) (*stFile, error) {
 	if err := json.Unmarshal(hdr, &raw); err != nil {
 		return nil, fmt.Errorf("not a safetensors file (header: %v)", err)
 	}
-	st := &stFile{r: r, dataStart: 8 + int64(n), tensors: map[string]stTensor{}}
+	st := &stFile{r: &sourceFile{ReaderAt: r}, dataStart: 8 + int64(n), tensors: map[string]stTensor{}}
 	dataLen := size - st.dataStart
 	for name, msg := range raw {
 		if name == "__metadata__" {
@@ -120,20 +120,12 @@ func parseSafetensors(r io.ReaderAt, size int64) (*stFile, error) {
 	return st, nil
 }
 
-// reader returns the Read function of tensor name; errors name file.
-func (st *stFile) reader(file, name string) (func() ([]float32, error), error) {
+// tensor returns where tensor name's values are; errors name file.
+func (st *stFile) tensor(file, name string) (*storedTensor, error) {
 	t := st.tensors[name]
 	dt, ok := safetensorsDTypes[t.DType]
 	if !ok {
 		return nil, fmt.Errorf("tensor %s: unsupported dtype %s (supported: F32, F16, BF16, F64)", name, t.DType)
 	}
-	off := st.dataStart + t.DataOffsets[0]
-	n := elemCount(t.Shape)
-	return func() ([]float32, error) {
-		out := make([]float32, n)
-		if err := readFloats(st.r, off, out, dt); err != nil {
-			return nil, fmt.Errorf("convert: %s: tensor %s: %w", file, name, err)
-		}
-		return out, nil
-	}, nil
+	return newStoredTensor(st.r, st.dataStart+t.DataOffsets[0], elemCount(t.Shape), dt, file, name), nil
 }

@@ -194,7 +194,7 @@ func TestParseSafetensorsErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.reader("f", "a"); err != nil {
+	if _, err := st.tensor("f", "a"); err != nil {
 		t.Fatal(err)
 	}
 	i64 := encodeSafetensors(t, []stEntry{{name: "ids", dtype: "I64", shape: []int64{2}, raw: make([]byte, 16)}})
@@ -202,7 +202,7 @@ func TestParseSafetensorsErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.reader("f", "ids"); err == nil || !strings.Contains(err.Error(), "unsupported dtype I64") {
+	if _, err := st.tensor("f", "ids"); err == nil || !strings.Contains(err.Error(), "unsupported dtype I64") {
 		t.Errorf("I64 tensor: err = %v", err)
 	}
 }
