@@ -91,6 +91,8 @@ Start with:  onnxprune inspect model.onnx`,
 			evalCommand(),
 			tokenizeCommand(),
 			generateCommand(),
+			benchCommand(),
+			sweepCommand(),
 		},
 	}
 }

@@ -91,23 +91,47 @@ func runPrune(ctx context.Context, cmd *cli.Command, path, outDir string) error 
 		return fmt.Errorf("%s: the plan is for a model with %d blocks, this one has %d", cmd.String("plan"), plan.Blocks, L)
 	}
 	plan.Model = path
-	before := graph.TotalParams(m)
-
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
+	sum, err := writePruned(m, d, plan, outDir, cmd.Bool("force"))
+	if err != nil {
 		return err
+	}
+	before, kept, outModel, files := sum.ParamsBefore, sum.BlocksAfter, sum.Output, sum.Files
+	w := cmd.Root().Writer
+	if cmd.Bool("json") {
+		b, _ := json.MarshalIndent(sum, "", "  ")
+		_, err := fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	fmt.Fprintf(w, "removed %s (strategy %s)\n", plan.Reason, plan.Strategy)
+	fmt.Fprintf(w, "blocks %d → %d, parameters %s → %s (−%.1f%%)\n", L, kept, thousands(before), thousands(sum.ParamsAfter),
+		100*float64(before-sum.ParamsAfter)/float64(max(before, 1)))
+	fmt.Fprintf(w, "wrote %s (%v)\n", outModel, files[1:])
+	return nil
+}
+
+// writePruned removes plan.Remove from m (loaded from m.Path, with blocks
+// d) and writes the pruned model under its own file name into outDir with
+// its sidecars (config.json, genai_config.json, tokenizer files) and
+// plan.json. It modifies m. prune and sweep share it.
+func writePruned(m *graph.Model, d *graph.Decoder, plan *calib.Plan, outDir string, force bool) (*PruneSummary, error) {
+	path := m.Path
+	L := len(d.Blocks)
+	before := graph.TotalParams(m)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, err
 	}
 	outModel := filepath.Join(outDir, filepath.Base(path))
-	if _, err := os.Stat(outModel); err == nil && !cmd.Bool("force") {
-		return fmt.Errorf("%s exists (use --force to overwrite)", outModel)
+	if _, err := os.Stat(outModel); err == nil && !force {
+		return nil, fmt.Errorf("%s exists (use --force to overwrite)", outModel)
 	}
 	if err := rewrite.RemoveBlocks(m, d, plan.Remove); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if err := graph.Check(m); err != nil {
-		return fmt.Errorf("%s: pruned graph invalid: %w", path, err)
+		return nil, fmt.Errorf("%s: pruned graph invalid: %w", path, err)
 	}
 	if err := graph.Save(m, outModel, graph.SaveOptions{}); err != nil {
-		return err
+		return nil, err
 	}
 	var kept []int
 	for b := range L {
@@ -118,27 +142,15 @@ func runPrune(ctx context.Context, cmd *cli.Command, path, outDir string) error 
 	files := []string{filepath.Base(outModel)}
 	side, err := rewrite.WriteSidecars(filepath.Dir(path), outDir, L, kept)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	files = append(files, side...)
 	if err := calib.WritePlan(plan, filepath.Join(outDir, "plan.json")); err != nil {
-		return err
+		return nil, err
 	}
 	files = append(files, "plan.json")
-
-	sum := PruneSummary{Model: path, Output: outModel, Plan: plan, BlocksBefore: L, BlocksAfter: len(kept),
-		ParamsBefore: before, ParamsAfter: graph.TotalParams(m), Files: files}
-	w := cmd.Root().Writer
-	if cmd.Bool("json") {
-		b, _ := json.MarshalIndent(sum, "", "  ")
-		_, err := fmt.Fprintf(w, "%s\n", b)
-		return err
-	}
-	fmt.Fprintf(w, "removed %s (strategy %s)\n", plan.Reason, plan.Strategy)
-	fmt.Fprintf(w, "blocks %d → %d, parameters %s → %s (−%.1f%%)\n", L, len(kept), thousands(before), thousands(sum.ParamsAfter),
-		100*float64(before-sum.ParamsAfter)/float64(max(before, 1)))
-	fmt.Fprintf(w, "wrote %s (%v)\n", outModel, files[1:])
-	return nil
+	return &PruneSummary{Model: path, Output: outModel, Plan: plan, BlocksBefore: L, BlocksAfter: len(kept),
+		ParamsBefore: before, ParamsAfter: graph.TotalParams(m), Files: files}, nil
 }
 
 // choosePlan turns the selection flags into a plan.
