@@ -229,7 +229,11 @@ func findBlocks(m *Model, g *onnxpb.GraphProto, outer []*Index) (*Decoder, error
 		return nil, err
 	}
 	f.buildBlocks(d, h0, groups)
-	if err := f.checkRepeated(d, groups); err != nil {
+	named := true
+	for _, s := range d.Sites {
+		named = named && s.Layer >= 0
+	}
+	if err := f.checkRepeated(d, named); err != nil {
 		return nil, err
 	}
 	f.tail(d)
@@ -699,10 +703,11 @@ func (f *finder) sorted(set map[*onnxpb.NodeProto]bool) []*onnxpb.NodeProto {
 }
 
 // checkRepeated refuses structures that are not a stack of like blocks:
-// at least two blocks, each with the same number of matrix products and
-// attention softmaxes.
-func (f *finder) checkRepeated(d *Decoder, groups [][]int) error {
-	if len(d.Blocks) < 2 {
+// each with the same number of matrix products and attention softmaxes,
+// and at least two of them unless layer names vouch for a single one (a
+// model pruned down to one block).
+func (f *finder) checkRepeated(d *Decoder, named bool) error {
+	if len(d.Blocks) < 2 && !named {
 		return fmt.Errorf("%w: only %d block-like section after the embedding", ErrNoBlocks, len(d.Blocks))
 	}
 	sig := func(b *Block) string {

@@ -207,3 +207,24 @@ func TestFindBlocksBuilderModels(t *testing.T) {
 		}
 	}
 }
+
+// TestFindBlocksSingleNamedBlock: a model pruned down to one block is
+// still a decoder when its names say so.
+func TestFindBlocksSingleNamedBlock(t *testing.T) {
+	cfg := convert.Config{Family: convert.FamilyLlama, Layers: 1, Hidden: 32, Heads: 4, KVHeads: 2, FFN: 48, Vocab: 50, BOS: 1, EOS: 2}
+	p := filepath.Join(t.TempDir(), "m.onnx")
+	if err := convert.Build(convert.Synthetic(cfg, 1), p, convert.BuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := graph.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := graph.FindBlocks(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Blocks) != 1 || len(d.Blocks[0].KVInputs) != 2 {
+		t.Fatalf("%d blocks, KV %v", len(d.Blocks), d.Blocks[0].KVInputs)
+	}
+}

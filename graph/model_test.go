@@ -41,6 +41,9 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	if err := graph.Save(m, inline, graph.SaveOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	if fi, err := os.Stat(inline); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("saved model mode %v (%v), want 0644", fi.Mode(), err)
+	}
 	want, _ := proto.Marshal(m.Proto)
 	got, _ := os.ReadFile(inline)
 	if !bytes.Equal(got, want) {

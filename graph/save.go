@@ -207,7 +207,7 @@ func tensorDataSize(t *onnxpb.TensorProto) int64 {
 // each at an aligned offset, and returns the file's name and each
 // tensor's new reference.
 func (m *Model) writeExternalData(dir string, opts SaveOptions, tensors []*onnxpb.TensorProto) (tmp string, refs []ExternalRef, err error) {
-	f, err := os.CreateTemp(dir, "."+filepath.Base(opts.Location)+".tmp*")
+	f, err := createOutput(dir, opts.Location)
 	if err != nil {
 		return "", nil, err
 	}
@@ -328,7 +328,7 @@ func retarget(toExternal []*onnxpb.TensorProto, refs []ExternalRef, toInline []*
 
 // writeTemp writes data to a new temporary file in dir.
 func writeTemp(dir, base string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	f, err := createOutput(dir, base)
 	if err != nil {
 		return "", err
 	}
@@ -341,4 +341,19 @@ func writeTemp(dir, base string, data []byte) (string, error) {
 		return "", err
 	}
 	return f.Name(), nil
+}
+
+// createOutput opens a temporary file in dir for an output named base.
+// CreateTemp makes files private (0600); models are ordinary files.
+func createOutput(dir, base string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, "."+filepath.Base(base)+".tmp*")
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return f, nil
 }

@@ -52,16 +52,19 @@ func benchOptions(cmd *cli.Command) (eval.BenchOptions, error) {
 
 // BenchSummary is what `bench --json` prints.
 type BenchSummary struct {
-	Results     []*eval.BenchResult `json:"results"`
-	Comparison  *eval.Comparison    `json:"comparison,omitempty"`
-	Environment eval.Environment    `json:"environment"`
+	Results []*eval.BenchResult `json:"results"`
+	// Comparison is B against A when there are exactly two models;
+	// Comparisons holds every model against the first (B, C, … vs A).
+	Comparison  *eval.Comparison   `json:"comparison,omitempty"`
+	Comparisons []*eval.Comparison `json:"comparisons,omitempty"`
+	Environment eval.Environment   `json:"environment"`
 }
 
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "bench",
 		Usage:     "measure speed and memory: prefill latency, decode tokens/s; compare two models",
-		ArgsUsage: "A.onnx [B.onnx]",
+		ArgsUsage: "A.onnx [B.onnx …]",
 		Description: `Times a prefill of --prompt-len random tokens (one forward pass, batch 1) and
 then --decode-tokens single-token steps through the KV cache (only these are
 timed for decode tokens/s), after --warmup runs, --runs times; prints the median
@@ -85,8 +88,8 @@ Examples:
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 		),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if cmd.NArg() < 1 || cmd.NArg() > 2 {
-				return usagef("bench: want one or two MODEL arguments, got %d", cmd.NArg())
+			if cmd.NArg() < 1 {
+				return usagef("bench: want at least one MODEL argument")
 			}
 			opts, err := benchOptions(cmd)
 			if err != nil {
@@ -96,14 +99,17 @@ Examples:
 			pr := newProgress(cmd, "bench")
 			opts.Progress = pr.update
 			logf(cmd, "bench: %d model(s), %d warm-up + %d runs each%s", len(paths), opts.Warmup, opts.Runs,
-				map[bool]string{true: ", interleaved A B A B …", false: ""}[len(paths) == 2])
+				map[bool]string{true: ", interleaved A B … A B …", false: ""}[len(paths) >= 2])
 			res, err := eval.Bench(ctx, paths, opts)
 			if err != nil {
 				return err
 			}
 			sum := BenchSummary{Results: res, Environment: eval.CurrentEnvironment()}
+			for _, r := range res[1:] {
+				sum.Comparisons = append(sum.Comparisons, eval.Compare(res[0], r))
+			}
 			if len(res) == 2 {
-				sum.Comparison = eval.Compare(res[0], res[1])
+				sum.Comparison = sum.Comparisons[0]
 			}
 			w := cmd.Root().Writer
 			if cmd.Bool("json") {
@@ -156,13 +162,14 @@ func printBench(w io.Writer, s *BenchSummary) {
 			fmt.Fprintf(w, "%c: energy: prefill %s J, decode %s J/token (%s)\n", 'A'+i, statText(e.PrefillJoules), statText(e.DecodeJoulesPerToken), note)
 		}
 	}
-	if c := s.Comparison; c != nil {
-		fmt.Fprintf(w, "\nB vs A (interleaved A B A B …; ratios of medians, [min–max] over run pairs):\n")
+	for i, c := range s.Comparisons {
+		name := 'B' + rune(i)
+		fmt.Fprintf(w, "\n%c vs A (interleaved run by run; ratios of medians, [min–max] over run pairs):\n", name)
 		fmt.Fprintf(w, "  decode   %.3f× faster [%.3f–%.3f]", c.DecodeSpeedup, c.DecodeSpeedupPairs.Min, c.DecodeSpeedupPairs.Max)
 		if c.IdealSpeedup > 0 {
 			fmt.Fprintf(w, "; ideal %d/%d blocks = %.3f×: %.1f%% of ideal", c.BlocksA, c.BlocksB, c.IdealSpeedup, 100*c.DecodeOfIdeal)
 		}
-		fmt.Fprintf(w, "\n  prefill  %.3f× faster [%.3f–%.3f] (latency ratio B/A %.3f)", c.PrefillSpeedup, c.PrefillSpeedupPairs.Min, c.PrefillSpeedupPairs.Max, c.PrefillLatencyRatio)
+		fmt.Fprintf(w, "\n  prefill  %.3f× faster [%.3f–%.3f] (latency ratio %c/A %.3f)", c.PrefillSpeedup, c.PrefillSpeedupPairs.Min, c.PrefillSpeedupPairs.Max, name, c.PrefillLatencyRatio)
 		if c.IdealSpeedup > 0 {
 			fmt.Fprintf(w, "; %.1f%% of ideal", 100*c.PrefillOfIdeal)
 		}

@@ -25,6 +25,12 @@ func Copy(path string, fill func(io.Writer) error) error {
 	if err != nil {
 		return err
 	}
+	// CreateTemp makes files private (0600); outputs are ordinary files.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
 	if err := fill(f); err != nil {
 		f.Close()
 		os.Remove(f.Name())
