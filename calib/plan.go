@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/onnxprune/onnxprune/graph"
 	"github.com/onnxprune/onnxprune/internal/atomicfile"
 )
 
@@ -144,25 +145,7 @@ func blocksString(b []int) string {
 	if len(b) == 1 {
 		return "block " + strconv.Itoa(b[0])
 	}
-	return "blocks " + rangeString(b)
-}
-
-// rangeString prints [3 4 5] as "3-5" and [1 4] as "1,4".
-func rangeString(b []int) string {
-	var parts []string
-	for i := 0; i < len(b); {
-		j := i
-		for j+1 < len(b) && b[j+1] == b[j]+1 {
-			j++
-		}
-		if j > i {
-			parts = append(parts, fmt.Sprintf("%d-%d", b[i], b[j]))
-		} else {
-			parts = append(parts, strconv.Itoa(b[i]))
-		}
-		i = j + 1
-	}
-	return strings.Join(parts, ",")
+	return "blocks " + graph.FormatBlocks(b)
 }
 
 // ParseLayers parses "2,3" or "2-4,7".

@@ -79,7 +79,7 @@ func TestPlanRoundTripAndParse(t *testing.T) {
 	if _, err := ParseLayers("2,x"); err == nil || !strings.Contains(err.Error(), "x") {
 		t.Fatalf("ParseLayers accepted junk: %v", err)
 	}
-	if rangeString([]int{1, 2, 3, 7}) != "1-3,7" {
-		t.Fatal(rangeString([]int{1, 2, 3, 7}))
+	if blocksString([]int{1, 2, 3, 7}) != "blocks 1-3,7" || blocksString([]int{4}) != "block 4" {
+		t.Fatal(blocksString([]int{1, 2, 3, 7}))
 	}
 }

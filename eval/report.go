@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	ort "github.com/onnxprune/onnxprune/runtime"
+
+	"github.com/onnxprune/onnxprune/graph"
 )
 
 // ReportSchema is the version of the Report JSON. Fields are added without
@@ -305,20 +307,7 @@ func blockList(b []int) string {
 	if len(b) == 0 {
 		return "–"
 	}
-	var parts []string
-	for i := 0; i < len(b); {
-		j := i
-		for j+1 < len(b) && b[j+1] == b[j]+1 {
-			j++
-		}
-		if j > i {
-			parts = append(parts, fmt.Sprintf("%d-%d", b[i], b[j]))
-		} else {
-			parts = append(parts, strconv.Itoa(b[i]))
-		}
-		i = j + 1
-	}
-	return strings.Join(parts, ",")
+	return graph.FormatBlocks(b)
 }
 
 // relChange is the change of v against the base point's perplexity:

@@ -820,3 +820,22 @@ func TotalParams(m *Model) int64 {
 	}
 	return total
 }
+
+// FormatBlocks prints block indices compactly: [3 4 5] as "3-5", [1 4]
+// as "1,4" (sorted input); "" for none.
+func FormatBlocks(b []int) string {
+	var parts []string
+	for i := 0; i < len(b); {
+		j := i
+		for j+1 < len(b) && b[j+1] == b[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", b[i], b[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(b[i]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
+}

@@ -228,3 +228,14 @@ func TestFindBlocksSingleNamedBlock(t *testing.T) {
 		t.Fatalf("%d blocks, KV %v", len(d.Blocks), d.Blocks[0].KVInputs)
 	}
 }
+
+func TestFormatBlocks(t *testing.T) {
+	for _, c := range []struct {
+		in   []int
+		want string
+	}{{nil, ""}, {[]int{3}, "3"}, {[]int{2, 3, 4}, "2-4"}, {[]int{1, 4}, "1,4"}, {[]int{0, 1, 5, 7, 8}, "0-1,5,7-8"}} {
+		if got := graph.FormatBlocks(c.in); got != c.want {
+			t.Errorf("FormatBlocks(%v) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -317,12 +317,12 @@ func sweepStats(ctx context.Context, cmd *cli.Command, path, outDir string) (*ca
 	}
 	out := filepath.Join(outDir, "stats.json")
 	b, _ := json.MarshalIndent(sf, "", "  ")
-	if err := writeReportFile(out, append(b, '\n')); err != nil {
+	if err := writeFileAtomic(out, append(b, '\n')); err != nil {
 		return nil, "", err
 	}
 	var sb strings.Builder
 	calib.WriteHeatmapSVG(&sb, sf.Stats, cmd.Bool("all-tokens"), "onnxprune calibrate: "+path)
-	if err := writeReportFile(filepath.Join(outDir, "stats.svg"), []byte(sb.String())); err != nil {
+	if err := writeFileAtomic(filepath.Join(outDir, "stats.svg"), []byte(sb.String())); err != nil {
 		return nil, "", err
 	}
 	return sf.Stats, "calibrated on " + cmd.String("data") + ", stats.json", nil
@@ -355,37 +355,10 @@ func slebPrefixes(p *calib.Plan, L, K int) ([]*calib.Plan, error) {
 		c := step[best]
 		plans = append(plans, &calib.Plan{Blocks: L, Strategy: "sleb", Remove: c.Remove, Score: c.Score,
 			Reason: fmt.Sprintf("blocks %s: removed one at a time, each the block whose removal raised calibration perplexity least (final %.4f)",
-				rangeList(c.Remove), c.Score),
+				graph.FormatBlocks(c.Remove), c.Score),
 			Candidates: p.Candidates[:off]})
 	}
 	return plans, nil
-}
-
-// rangeList prints [3 4 5] as "3-5" and [1 4] as "1,4".
-func rangeList(b []int) string {
-	var parts []string
-	for i := 0; i < len(b); {
-		j := i
-		for j+1 < len(b) && b[j+1] == b[j]+1 {
-			j++
-		}
-		if j > i {
-			parts = append(parts, fmt.Sprintf("%d-%d", b[i], b[j]))
-		} else {
-			parts = append(parts, fmt.Sprint(b[i]))
-		}
-		i = j + 1
-	}
-	return strings.Join(parts, ",")
-}
-
-// writeReportFile writes a report file atomically, readable by all (the
-// temporary file it is renamed from is private).
-func writeReportFile(path string, data []byte) error {
-	if err := writeFileAtomic(path, data); err != nil {
-		return err
-	}
-	return os.Chmod(path, 0o644)
 }
 
 // writeSweepReport writes report.json, report.md and the plots.
@@ -394,7 +367,7 @@ func writeSweepReport(r *eval.Report, outDir string) error {
 	if err := r.WriteJSON(&js); err != nil {
 		return err
 	}
-	if err := writeReportFile(filepath.Join(outDir, sweepReportJSON), []byte(js.String())); err != nil {
+	if err := writeFileAtomic(filepath.Join(outDir, sweepReportJSON), []byte(js.String())); err != nil {
 		return err
 	}
 	figs := []string{sweepQualityFig}
@@ -402,7 +375,7 @@ func writeSweepReport(r *eval.Report, outDir string) error {
 	if err := eval.WriteSVG(&q, "onnxprune sweep: "+filepath.Base(r.Model)+", strategy "+r.Strategy, 640, 420, r.QualityPlot()); err != nil {
 		return err
 	}
-	if err := writeReportFile(filepath.Join(outDir, sweepQualityFig), []byte(q.String())); err != nil {
+	if err := writeFileAtomic(filepath.Join(outDir, sweepQualityFig), []byte(q.String())); err != nil {
 		return err
 	}
 	if panels := r.SpeedPlots(); panels != nil {
@@ -410,7 +383,7 @@ func writeSweepReport(r *eval.Report, outDir string) error {
 		if err := eval.WriteSVG(&s, "onnxprune sweep: "+filepath.Base(r.Model)+", speed vs blocks removed ("+r.Bench.Device+")", 420, 400, panels...); err != nil {
 			return err
 		}
-		if err := writeReportFile(filepath.Join(outDir, sweepSpeedFig), []byte(s.String())); err != nil {
+		if err := writeFileAtomic(filepath.Join(outDir, sweepSpeedFig), []byte(s.String())); err != nil {
 			return err
 		}
 		figs = append(figs, sweepSpeedFig)
@@ -419,7 +392,7 @@ func writeSweepReport(r *eval.Report, outDir string) error {
 	if err := r.WriteMarkdown(&md, figs...); err != nil {
 		return err
 	}
-	return writeReportFile(filepath.Join(outDir, sweepReportMD), []byte(md.String()))
+	return writeFileAtomic(filepath.Join(outDir, sweepReportMD), []byte(md.String()))
 }
 
 // sweepFiles lists what the sweep wrote.
@@ -441,7 +414,7 @@ func printSweep(w io.Writer, r *eval.Report) {
 	}
 	fmt.Fprintln(tw, head)
 	for _, p := range r.Points {
-		removed := rangeList(p.RemovedBlocks)
+		removed := graph.FormatBlocks(p.RemovedBlocks)
 		if removed == "" {
 			removed = "–"
 		}

@@ -13,6 +13,8 @@ import (
 	"github.com/onnxprune/onnxprune/calib"
 	"github.com/onnxprune/onnxprune/eval"
 	"github.com/onnxprune/onnxprune/internal/testenv"
+
+	"github.com/onnxprune/onnxprune/graph"
 )
 
 // sweepFast keeps the end-to-end sweeps to a few seconds: few samples,
@@ -85,7 +87,7 @@ func TestSweepStories(t *testing.T) {
 
 	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
 	for _, want := range []string{"# Pruning sweep", "| removed | blocks removed |", "![quality](quality.svg)", "![speed](speed.svg)",
-		"## k = 2: removed " + rangeList(r.Points[2].RemovedBlocks), "smallest angular distance"} {
+		"## k = 2: removed " + graph.FormatBlocks(r.Points[2].RemovedBlocks), "smallest angular distance"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("report.md lacks %q", want)
 		}
