@@ -63,7 +63,7 @@ type BenchSummary struct {
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "bench",
-		Usage:     "measure speed and memory: prefill latency, decode tokens/s; compare two models",
+		Usage:     "measure speed and memory: prefill latency, decode tokens/s; compare models run by run",
 		ArgsUsage: "A.onnx [B.onnx …]",
 		Description: `Times a prefill of --prompt-len random tokens (one forward pass, batch 1) and
 then --decode-tokens single-token steps through the KV cache (only these are

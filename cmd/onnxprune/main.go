@@ -73,7 +73,7 @@ Start with:  onnxprune inspect model.onnx`,
 		EnableShellCompletion: true,
 		HideHelpCommand:       true,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "ort-lib", Usage: "path to libonnxruntime.so (default: $ONNXRUNTIME_LIB, then the copy `make setup` installs)", Sources: cli.EnvVars("ONNXRUNTIME_LIB")},
+			&cli.StringFlag{Name: "ort-lib", Usage: "libonnxruntime.so `FILE` to load (default: $ONNXRUNTIME_LIB, then the copy \"make setup\" installs)", Sources: cli.EnvVars("ONNXRUNTIME_LIB")},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only results and errors"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail"},
 		},
