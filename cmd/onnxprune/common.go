@@ -36,6 +36,10 @@ func runtimeOptions(cmd *cli.Command) (ort.Options, error) {
 	if err := ort.Init(lib); err != nil {
 		return ort.Options{}, err
 	}
+	if cmd.Bool("verbose") {
+		fmt.Fprintf(cmd.Root().ErrWriter, "onnxruntime %s from %s; device %s, threads %d (0: one per core)\n",
+			ort.Version(), lib, dev, cmd.Int("threads"))
+	}
 	return ort.Options{Device: dev, Threads: int(cmd.Int("threads"))}, nil
 }
 

@@ -75,7 +75,7 @@ Start with:  onnxprune inspect model.onnx`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "ort-lib", Usage: "libonnxruntime.so `FILE` to load (default: $ONNXRUNTIME_LIB, then the copy \"make setup\" installs)", Sources: cli.EnvVars("ONNXRUNTIME_LIB")},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only results and errors"},
-			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "also say which onnxruntime library, device and threads a command uses"},
 		},
 		ExitErrHandler: func(context.Context, *cli.Command, error) {}, // run prints and exits
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
