@@ -93,6 +93,7 @@ Start with:  onnxprune inspect model.onnx`,
 			generateCommand(),
 			benchCommand(),
 			sweepCommand(),
+			healCommand(),
 		},
 	}
 }
