@@ -107,3 +107,15 @@ func isTerminal(w io.Writer) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
+
+// modelAndOutput checks the usage shared by the commands that rewrite a
+// model: one MODEL argument and -o OUTDIR.
+func modelAndOutput(cmd *cli.Command) (model, outDir string, err error) {
+	if cmd.NArg() != 1 {
+		return "", "", usagef("%s: want one MODEL argument, got %d", cmd.Name, cmd.NArg())
+	}
+	if cmd.String("output") == "" {
+		return "", "", usagef("%s: -o OUTDIR is required", cmd.Name)
+	}
+	return cmd.Args().First(), cmd.String("output"), nil
+}

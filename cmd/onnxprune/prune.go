@@ -50,13 +50,11 @@ Examples:
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary"},
 		}, dataFlags()...), runtimeFlags()...),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if cmd.NArg() != 1 {
-				return usagef("prune: want one MODEL argument, got %d", cmd.NArg())
+			model, outDir, err := modelAndOutput(cmd)
+			if err != nil {
+				return err
 			}
-			if cmd.String("output") == "" {
-				return usagef("prune: -o OUTDIR is required")
-			}
-			return runPrune(ctx, cmd, cmd.Args().First(), cmd.String("output"))
+			return runPrune(ctx, cmd, model, outDir)
 		},
 	}
 }

@@ -62,17 +62,15 @@ Examples:
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary"},
 		}, dataFlags()...), runtimeFlags()...),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if cmd.NArg() != 1 {
-				return usagef("shrink: want one MODEL argument, got %d", cmd.NArg())
-			}
-			if cmd.String("output") == "" {
-				return usagef("shrink: -o OUTDIR is required")
+			model, outDir, err := modelAndOutput(cmd)
+			if err != nil {
+				return err
 			}
 			opts, err := shrinkOptions(cmd)
 			if err != nil {
 				return err
 			}
-			return runShrink(ctx, cmd, cmd.Args().First(), cmd.String("output"), opts)
+			return runShrink(ctx, cmd, model, outDir, opts)
 		},
 	}
 }

@@ -57,17 +57,15 @@ Examples:
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 		}, dataFlags()...), runtimeFlags()...),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if cmd.NArg() != 1 {
-				return usagef("sparsify: want one MODEL argument, got %d", cmd.NArg())
-			}
-			if cmd.String("output") == "" {
-				return usagef("sparsify: -o OUTDIR is required")
+			model, outDir, err := modelAndOutput(cmd)
+			if err != nil {
+				return err
 			}
 			opts, err := sparsifyOptions(cmd)
 			if err != nil {
 				return err
 			}
-			return runSparsify(ctx, cmd, cmd.Args().First(), cmd.String("output"), opts)
+			return runSparsify(ctx, cmd, model, outDir, opts)
 		},
 	}
 }
