@@ -34,11 +34,31 @@ func (ix *Index) ElemType(name string) int32 {
 			return int32(onnxpb.TensorProto_BOOL)
 		case "Where":
 			name = p.Input[1]
+		case "Dropout":
+			if len(p.Output) > 1 && name == p.Output[1] { // the mask
+				return int32(onnxpb.TensorProto_BOOL)
+			}
+			name = p.Input[0]
+		case "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization",
+			"SkipLayerNormalization", "SkipSimplifiedLayerNormalization":
+			// Outputs 1 and 2 (mean, inverse std) have type stash_type,
+			// FLOAT unless set; a skip norm's output 3 (the sum) is the
+			// input's type.
+			if name != p.Output[0] && (len(p.Output) < 4 || name != p.Output[3]) {
+				for _, a := range p.Attribute {
+					if a.GetName() == "stash_type" {
+						return int32(a.GetI())
+					}
+				}
+				return int32(onnxpb.TensorProto_FLOAT)
+			}
+			name = p.Input[0]
 		case "Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Relu", "Sigmoid", "Tanh", "Neg", "Sqrt", "Pow", "Exp",
-			"Softmax", "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
-			"SkipSimplifiedLayerNormalization", "RMSNormalization", "Reshape", "Transpose", "Identity", "Squeeze",
+			"Softmax", "LogSoftmax", "Reshape", "Transpose", "Identity", "Squeeze",
 			"Unsqueeze", "Concat", "Slice", "Split", "Expand", "Gather", "ReduceMean", "ReduceSum", "Erf", "Gelu",
-			"FastGelu", "QuickGelu", "FusedMatMul", "Tile", "Flatten", "Dropout":
+			"FastGelu", "QuickGelu", "FusedMatMul", "Tile", "Flatten", "Reciprocal", "Log", "Abs", "Cos", "Sin",
+			"Min", "Max", "Sum", "Mean", "Clip", "Pad", "ReduceMax", "ReduceMin", "GatherElements", "GatherND",
+			"ScatterElements", "ScatterND", "Trilu", "Softplus", "Floor", "Ceil", "Round":
 			name = p.Input[0]
 		default:
 			return 0

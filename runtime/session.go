@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -375,6 +376,11 @@ func (s *Session) run(inputs map[string]*Tensor, outputNames []string) (map[stri
 	// The inputs' Go memory was lent to onnxruntime by pointer.
 	runtime.KeepAlive(inputs)
 	if err != nil {
+		for i, p := range s.fetch {
+			if p.mode == fetchAuto && out[i] != nil && reflect.ValueOf(out[i]).IsNil() {
+				return nil, fmt.Errorf("output %s: the model does not declare its shape and it is a scalar, which onnxruntime_go v1.27 cannot return: declare the output's shape as [] (rank 0)", p.out.Name)
+			}
+		}
 		return nil, err
 	}
 
@@ -503,9 +509,12 @@ func (s *Session) fetchNames() string {
 	return names(infos)
 }
 
+// destroyAll releases values, skipping typed nil pointers: onnxruntime_go
+// v1.27 leaves one in the output slice when it fails to wrap an
+// auto-allocated rank-0 output.
 func destroyAll(vs []ort.Value) {
 	for _, v := range vs {
-		if v != nil {
+		if v != nil && !reflect.ValueOf(v).IsNil() {
 			v.Destroy()
 		}
 	}
