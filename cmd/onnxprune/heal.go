@@ -17,7 +17,7 @@ import (
 func healCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "heal",
-		Usage:     "remove decoder blocks and heal the cut (training-free linear bridge)",
+		Usage:     "remove decoder blocks and heal the cut (linear bridge, or LoRA trained through onnxruntime)",
 		ArgsUsage: "MODEL.onnx",
 		Description: `--method bridge (ReplaceMe): for each contiguous run i..j of removed blocks, fits
 a linear map T on calibration states so that the residual stream skipping the
@@ -28,18 +28,44 @@ the plainly pruned model. Writes the model, its sidecars, plan.json and
 bridge.json (the fit's error before and after on the calibration tokens).
 Runs starting at block 0 cannot be bridged (no earlier MLP).
 
+--method lora: removes the blocks, then trains LoRA adapters (r --rank, α --alpha)
+on the MLP projections (--attention adds q/k/v/o; --targets is a regexp over
+MatMul/Gemm node and weight names) with next-token loss on --data (every sample
+unless --samples is given), packed into
+rows of --seq-len tokens (each sample BOS first, no padding), through a training
+graph onnxprune builds (forward, loss, gradients w.r.t. the adapters only) run as
+an onnxruntime session. AdamW (decoupled weight decay, gradient-norm clip
+--max-grad-norm), linear warm-up then cosine decay, --accumulate micro-batches
+per step, LoRA dropout. Every --eval-every steps the perplexity of the first
+--val-samples samples of --val (each alone, BOS first, at most --seq-len tokens:
+the convention of "onnxprune eval --samples N --seq-len L") is measured and the
+best adapters are kept. Checkpoints (adapters, optimizer state, data position)
+go to --checkpoint-dir every --eval-every steps; --resume continues from the
+newest. The best adapters are merged, W' = W + (α/r)·B·A, so the healed model
+has exactly the pruned model's nodes; --keep-adapter writes the pruned model
+unmerged plus the adapter-input model (*_lora.onnx, A and B as inputs). The
+adapters are always saved in PEFT's layout under OUT/adapter/. Writes lora.json
+(settings, log, initial/best validation perplexity, steps/s, tokens/s).
+Defaults are the thesis setting (r 8, α 8, dropout 0.05, lr 3e-4); tiny models
+such as stories260K heal much faster with --lr 2e-3.
+
 Examples:
   onnxprune heal model.onnx --method bridge --remove 2,3 --data train.txt -o healed/
-  onnxprune heal model.onnx --plan pruned/plan.json --data train.txt -o healed/`,
+  onnxprune heal model.onnx --plan pruned/plan.json --data train.txt -o healed/
+  onnxprune heal stories260k.onnx --method lora --remove 0 --data train_sample.txt \
+      --val validation.txt --steps 200 --lr 2e-3 -o healed/
+  onnxprune heal model.onnx --method lora --plan pruned/plan.json --data c4.txt --val val.txt \
+      --attention --rank 16 --alpha 32 --accumulate 4 --keep-adapter -o healed/
+  onnxprune heal model.onnx --method lora --remove 3 --data train.txt --val val.txt -o healed/ --resume`,
 		Flags: append(append([]cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (created; must not be the model's own)"},
-			&cli.StringFlag{Name: "method", Value: "bridge", Usage: "healing method: bridge"},
+			&cli.StringFlag{Name: "method", Value: "bridge", Usage: "healing method: bridge or lora"},
 			&cli.StringFlag{Name: "remove", Usage: "blocks to remove, e.g. 2,3 or 4-6"},
 			&cli.StringFlag{Name: "plan", Usage: "plan.json to apply (from prune)"},
 			&cli.FloatFlag{Name: "ridge", Value: heal.DefaultRidge, Usage: "ridge strength towards T = I, relative to the mean diagonal of MᵀM (0: plain least squares)"},
 			&cli.BoolFlag{Name: "force", Usage: "overwrite an existing model in the output directory"},
-			&cli.BoolFlag{Name: "json", Usage: "print bridge.json's content"},
-		}, dataFlags()...), runtimeFlags()...),
+			&cli.BoolFlag{Name: "json", Usage: "print bridge.json's (lora.json's) content"},
+		}, append(loraFlags(), dataFlags()...)...), runtimeFlags()...),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if cmd.NArg() != 1 {
 				return usagef("heal: want one MODEL argument, got %d", cmd.NArg())
@@ -47,14 +73,17 @@ Examples:
 			if cmd.String("output") == "" {
 				return usagef("heal: -o OUTDIR is required")
 			}
-			if m := cmd.String("method"); m != "bridge" {
-				return usagef("heal: --method %q: only bridge is implemented", m)
+			if m := cmd.String("method"); m != "bridge" && m != "lora" {
+				return usagef("heal: --method %q: want bridge or lora", m)
 			}
 			if (cmd.String("remove") == "") == (cmd.String("plan") == "") {
 				return usagef("heal: give exactly one of --remove BLOCKS, --plan FILE")
 			}
 			if r := cmd.Float("ridge"); r < 0 {
 				return usagef("heal: --ridge %g must be ≥ 0", r)
+			}
+			if cmd.String("method") == "lora" {
+				return runHealLoRA(ctx, cmd, cmd.Args().First(), cmd.String("output"))
 			}
 			return runHeal(ctx, cmd, cmd.Args().First(), cmd.String("output"))
 		},
