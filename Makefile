@@ -12,17 +12,19 @@ setup:
 		$(GO) build -o bin/onnxprune ./cmd/onnxprune; \
 	fi
 
-# The default demo: the embedded stories260K model and TinyStories text,
-# no ../shared needed. Outputs go to demo/ (ignored by git).
-DEMO_MODEL = testdata/models/stories260k_kv.onnx
-DEMO_TEXT = testdata/text/tinystories_valid200.txt
+# The default demo: `onnxprune run` without a model prunes the bundled
+# stories260K model (testdata/models) on the TinyStories slice
+# (testdata/text), no ../shared needed: evaluate, calibrate, remove one
+# block, heal, evaluate again, benchmark. The report goes to demo/ (ignored
+# by git): demo/report.md, report.json, quality.svg, stats.svg, the healed
+# model in demo/healed/. A second `make demo` reuses every finished step.
+# DEMO_HEAL picks the healing (bridge, lora or none); DEMO_FLAGS adds run
+# options, e.g. make demo DEMO_HEAL=lora DEMO_FLAGS="--lora-steps 100 --lora-lr 2e-3".
+DEMO_HEAL ?= bridge
+DEMO_FLAGS ?=
 demo: setup
-	bin/onnxprune inspect $(DEMO_MODEL)
-	bin/onnxprune calibrate $(DEMO_MODEL) --data $(DEMO_TEXT) --samples 64 --seq-len 256 -o demo/stats.json
-	bin/onnxprune prune $(DEMO_MODEL) --remove 1 --stats demo/stats.json -o demo/pruned --force
-	bin/onnxprune eval $(DEMO_MODEL) --data $(DEMO_TEXT) --samples 50 --seq-len 256
-	bin/onnxprune eval demo/pruned/$(notdir $(DEMO_MODEL)) --data $(DEMO_TEXT) --samples 50 --seq-len 256
-	@echo "demo: pruned model, plan and statistics are in demo/ (heatmap: demo/stats.svg)"
+	bin/onnxprune run -o demo --remove 1 --heal $(DEMO_HEAL) $(DEMO_FLAGS)
+	@echo "demo: the report is demo/report.md (numbers: demo/report.json; plots: demo/quality.svg, demo/stats.svg)"
 
 test: setup
 	$(GO) test ./...

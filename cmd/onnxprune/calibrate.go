@@ -88,7 +88,7 @@ Examples:
   onnxprune calibrate model.onnx --data ../shared/data/tinystories/validation.txt
   onnxprune calibrate model.onnx --data c4.jsonl --field prefix --samples 128 -o stats.json`,
 		Flags: append(append(dataFlags(), runtimeFlags()...),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "stats.json", Usage: "statistics file to write"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "stats.json", Usage: "statistics `FILE` to write"},
 			&cli.StringFlag{Name: "heatmap", Usage: "SVG heatmap of d(l, n) (default: the stats file with .svg)"},
 			&cli.BoolFlag{Name: "all-tokens", Usage: "show and draw d(l, n) averaged over all real tokens instead of the last one"},
 			&cli.BoolFlag{Name: "json", Usage: "print stats.json to stdout instead of tables"},

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -64,14 +66,29 @@ type progress struct {
 	label string
 	start time.Time
 	on    bool
+	pause bool
 }
+
+// pauseEnv names a progress label at which the process stops after the
+// first unit of work until it receives SIGINT or SIGTERM — a test hook
+// that makes "interrupted in the middle of calibration" deterministic.
+const pauseEnv = "ONNXPRUNE_TEST_PAUSE_IN"
 
 func newProgress(cmd *cli.Command, label string) *progress {
 	on := !cmd.Bool("quiet") && isTerminal(os.Stderr)
-	return &progress{w: cmd.Root().ErrWriter, label: label, start: time.Now(), on: on}
+	pause := label != "" && os.Getenv(pauseEnv) == label
+	return &progress{w: cmd.Root().ErrWriter, label: label, start: time.Now(), on: on, pause: pause}
 }
 
 func (p *progress) update(done, total int) {
+	if p.pause && done >= 1 && done < total {
+		p.pause = false
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+		fmt.Fprintf(p.w, "onnxprune: %s=%s: paused after %d/%d, waiting for SIGINT\n", pauseEnv, p.label, done, total)
+		<-ch
+		signal.Stop(ch)
+	}
 	if !p.on || total <= 0 {
 		return
 	}

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v3"
 )
@@ -29,7 +31,17 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 func main() {
-	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
+	// SIGINT/SIGTERM cancel the context: commands stop at the next batch
+	// and leave no partial output (every file is written to a temporary
+	// name and renamed). A second signal kills at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	code := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // run executes the CLI and returns the exit code. Errors are printed as
@@ -59,7 +71,7 @@ func isCLIUsageError(err error) bool {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.Command {
-	return &cli.Command{
+	app := &cli.Command{
 		Name:  "onnxprune",
 		Usage: "make ONNX language models smaller and faster after training",
 		Description: `onnxprune works directly on ONNX decoders (optimum / torch / onnxruntime-genai
@@ -67,17 +79,24 @@ exports): it finds the decoder blocks, measures which are redundant through
 onnxruntime, removes them with their KV-cache inputs and outputs, and checks the
 result still runs anywhere onnxruntime runs.
 
-Start with:  onnxprune inspect model.onnx`,
+Start with:
+  onnxprune run                      inside the repository: the whole pipeline on
+                                     the bundled stories260K model, report in
+                                     onnxprune-run/
+  onnxprune inspect model.onnx
+  onnxprune run model.onnx --data valid.txt -o report/
+
+Every command takes --help (with examples), and those that print results
+--json. Progress bars appear only on a terminal; --quiet keeps to results and
+errors, --verbose adds the onnxruntime library, device and threads. Exit status:
+0 success, 1 failure, 2 usage error. Shell completion:
+  source <(onnxprune completion bash)     (also zsh, fish)`,
 		Writer:                stdout,
 		ErrWriter:             stderr,
 		EnableShellCompletion: true,
 		HideHelpCommand:       true,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "ort-lib", Usage: "libonnxruntime.so `FILE` to load (default: $ONNXRUNTIME_LIB, then the copy \"make setup\" installs)", Sources: cli.EnvVars("ONNXRUNTIME_LIB")},
-			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only results and errors"},
-			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "also say which onnxruntime library, device and threads a command uses"},
-		},
-		ExitErrHandler: func(context.Context, *cli.Command, error) {}, // run prints and exits
+		Flags:                 globalFlags(),
+		ExitErrHandler:        func(context.Context, *cli.Command, error) {}, // run prints and exits
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
 			return usageError{err.Error()}
 		},
@@ -94,6 +113,23 @@ Start with:  onnxprune inspect model.onnx`,
 			benchCommand(),
 			sweepCommand(),
 			healCommand(),
+			runCommand(),
 		},
+	}
+	// A flag error in a command is one line and exit code 2, as at the root
+	// (urfave/cli would print the whole help text).
+	for _, c := range app.Commands {
+		c.OnUsageError = app.OnUsageError
+	}
+	return app
+}
+
+// globalFlags are the root command's flags; run passes them on to the
+// commands it runs as steps.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "ort-lib", Usage: "libonnxruntime.so `FILE` to load (default: $ONNXRUNTIME_LIB, then the copy \"make setup\" installs)", Sources: cli.EnvVars("ONNXRUNTIME_LIB")},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only results and errors"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "also say which onnxruntime library, device and threads a command uses"},
 	}
 }

@@ -39,7 +39,7 @@ Examples:
   onnxprune prune model.onnx --remove 2 --stats stats.json -o pruned/
   onnxprune prune model.onnx --remove 1 --strategy sleb --data valid.txt --samples 16 -o pruned/`,
 		Flags: append(append([]cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (created; must not be the model's own)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `DIR` (created; must not be the model's own)"},
 			&cli.StringFlag{Name: "layers", Usage: "blocks to remove, e.g. 2,3 or 4-6"},
 			&cli.StringFlag{Name: "plan", Usage: "plan.json to apply"},
 			&cli.IntFlag{Name: "remove", Usage: "number of blocks to remove (with --strategy)"},

@@ -50,7 +50,7 @@ Examples:
   onnxprune shrink model.onnx --ffn-ratio 0.25 -o narrow/
   onnxprune shrink model.onnx --remove-kv-groups 1 --criterion activation --data valid.txt -o fewer-heads/`,
 		Flags: append(append([]cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (created; must not be the model's own)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `DIR` (created; must not be the model's own)"},
 			&cli.FloatFlag{Name: "ffn-ratio", Usage: "fraction of FFN channels to remove, in [0, 1)"},
 			&cli.BoolFlag{Name: "ffn-global", Usage: "rank FFN channels over all blocks (a global budget) instead of per block"},
 			&cli.IntFlag{Name: "remove-kv-groups", Usage: "KV groups (KV head + its query heads) to remove per block"},

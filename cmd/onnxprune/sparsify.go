@@ -45,7 +45,7 @@ Examples:
   onnxprune sparsify model.onnx --method wanda --ratio 0.5 --data valid.txt --samples 64 -o wanda/
   onnxprune sparsify model.onnx --method wanda --pattern 2:4 --data valid.txt -o wanda24/`,
 		Flags: append(append([]cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (created; must not be the model's own)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `DIR` (created; must not be the model's own)"},
 			&cli.StringFlag{Name: "method", Value: rewrite.MethodMagnitude, Usage: "magnitude or wanda"},
 			&cli.FloatFlag{Name: "ratio", Usage: "fraction of weights to zero, in [0, 1)"},
 			&cli.StringFlag{Name: "pattern", Usage: "N:M semi-structured sparsity, e.g. 2:4 (instead of --ratio)"},

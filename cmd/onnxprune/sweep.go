@@ -28,7 +28,7 @@ const (
 
 func sweepCommand() *cli.Command {
 	flags := []cli.Flag{
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory for the pruned models and the report"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `DIR` for the pruned models and the report"},
 		&cli.IntFlag{Name: "max-remove", Usage: "K: prune 0, 1, …, K blocks"},
 		&cli.StringFlag{Name: "strategy", Value: "angular", Usage: "angular, bi, last or sleb"},
 		&cli.StringFlag{Name: "stats", Usage: "stats.json from calibrate (angular, bi; else --data calibrates now)"},
