@@ -256,7 +256,17 @@ func (a *Adapters) Params() int {
 }
 
 // Merge folds W' = W + (α/r)·B·A into m's weights in place: no node is added.
+// m must be the model the adapters were trained on: they find their
+// weights by name, and pruning renumbers layer names (the pruned model's
+// model.layers.1.* is the original's layer 2 when block 1 is removed).
 func (a *Adapters) Merge(m *graph.Model) error {
+	layers, err := rewrite.FindLoRATargets(m, a.Targets)
+	if err != nil {
+		return fmt.Errorf("heal: %w", err)
+	}
+	if err := a.sameLayers(layers); err != nil {
+		return err
+	}
 	for k, l := range a.Layers {
 		if err := rewrite.MergeLoRA(m, l, a.Rank, a.Scale(), a.A[k], a.B[k]); err != nil {
 			return fmt.Errorf("heal: %w", err)

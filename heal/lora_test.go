@@ -336,3 +336,28 @@ func TestTrainLoRAUnsupportedOp(t *testing.T) {
 		t.Fatalf("err %v, want an UnsupportedOpError naming Abs", err)
 	}
 }
+
+// TestMergeRefusesAnotherModel: adapters trained on a pruned model name
+// its (renumbered) weights; merging them into the unpruned model must
+// fail rather than change the wrong layers.
+func TestMergeRefusesAnotherModel(t *testing.T) {
+	m := loadLoRAFixture(t)
+	pm := cloneModel(m)
+	d, err := graph.FindBlocks(pm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rewrite.RemoveBlocks(pm, d, []int{1}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewAdapters(pm, "", 4, 8, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Merge(m); err == nil || !strings.Contains(err.Error(), "LoRA targets") {
+		t.Fatalf("merge into the unpruned model: %v", err)
+	}
+	if err := a.Merge(pm); err != nil {
+		t.Fatalf("merge into the model trained on: %v", err)
+	}
+}

@@ -217,13 +217,16 @@ func runHealLoRA(ctx context.Context, cmd *cli.Command, path, outDir string) err
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	ad := res.Adapters
+	// The adapters name the pruned model's weights: RemoveBlocks renumbers
+	// layers (model.layers.1.* of the pruned model is the original's
+	// layer 2 when block 1 goes), so they are merged into pm, never m.
 	merged := !cmd.Bool("keep-adapter")
 	if merged {
-		if err := ad.Merge(m); err != nil {
+		if err := ad.Merge(pm); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	sum, err := writePruned(m, d, plan, outDir, cmd.Bool("force"))
+	sum, err := savePruned(pm, L, graph.TotalParams(m), plan, outDir)
 	if err != nil {
 		return err
 	}

@@ -88,10 +88,26 @@ func healLoRAArgs(t *testing.T, model, out string, extra ...string) []string {
 // TestHealLoRA: a short LoRA heal end to end; the merged model loads, has
 // the pruned model's blocks, and its validation perplexity measured by
 // `eval` is what lora.json reports for the kept adapters. --keep-adapter
-// writes the adapter file and the adapter-input model instead.
+// writes the adapter file and the adapter-input model instead. Two
+// models: the torch export, whose weights are anonymous, and the
+// conversion, whose weights are named model.layers.N.* and renumbered by
+// pruning (adapters merged into the wrong layer would show here).
 func TestHealLoRA(t *testing.T) {
 	testenv.ORTLibrary(t)
-	model := fixture("stories260k_kv.onnx")
+	t.Run("torch export", func(t *testing.T) { testHealLoRA(t, fixture("stories260k_kv.onnx")) })
+	t.Run("conversion", func(t *testing.T) {
+		shared := testenv.SharedDir(t)
+		dir := filepath.Join(t.TempDir(), "stories")
+		if code, _, errs := runCLI(t, "convert", filepath.Join(shared, "models", "stories260K", "stories260K.bin"),
+			"--tokenizer", filepath.Join(shared, "models", "stories260K", "tok512.bin"), "-o", dir); code != 0 {
+			t.Fatalf("convert: exit %d: %s", code, errs)
+		}
+		testHealLoRA(t, filepath.Join(dir, "model.onnx"))
+	})
+}
+
+func testHealLoRA(t *testing.T, model string) {
+	base := strings.TrimSuffix(filepath.Base(model), ".onnx")
 	out := filepath.Join(t.TempDir(), "healed")
 	code, stdout, errs := runCLI(t, healLoRAArgs(t, model, out)...)
 	if code != 0 {
@@ -115,7 +131,7 @@ func TestHealLoRA(t *testing.T) {
 	if !rep.Merged || len(rep.History) != 4 || !(rep.BestValPPL < rep.InitialValPPL) || rep.StepsPerSec <= 0 {
 		t.Fatalf("lora.json: %s", b)
 	}
-	healed := filepath.Join(out, "stories260k_kv.onnx")
+	healed := filepath.Join(out, base+".onnx")
 	m, err := graph.Load(healed)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +164,7 @@ func TestHealLoRA(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("resume: exit %d: %s", code, errs)
 	}
-	for _, f := range []string{"stories260k_kv_lora.onnx", "adapter/adapter_config.json"} {
+	for _, f := range []string{base + "_lora.onnx", "adapter/adapter_config.json"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("--keep-adapter: no %s", f)
 		}

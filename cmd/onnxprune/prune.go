@@ -113,11 +113,7 @@ func runPrune(ctx context.Context, cmd *cli.Command, path, outDir string) error 
 // plan.json. It modifies m. prune and sweep share it.
 func writePruned(m *graph.Model, d *graph.Decoder, plan *calib.Plan, outDir string, force bool) (*PruneSummary, error) {
 	path := m.Path
-	L := len(d.Blocks)
 	before := graph.TotalParams(m)
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return nil, err
-	}
 	outModel := filepath.Join(outDir, filepath.Base(path))
 	if _, err := os.Stat(outModel); err == nil && !force {
 		return nil, fmt.Errorf("%s exists (use --force to overwrite)", outModel)
@@ -125,9 +121,21 @@ func writePruned(m *graph.Model, d *graph.Decoder, plan *calib.Plan, outDir stri
 	if err := rewrite.RemoveBlocks(m, d, plan.Remove); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return savePruned(m, len(d.Blocks), before, plan, outDir)
+}
+
+// savePruned writes m, already pruned by plan from a model of L blocks
+// and paramsBefore parameters at m.Path, into outDir with the original's
+// sidecars (updated for the blocks kept) and plan.json.
+func savePruned(m *graph.Model, L int, paramsBefore int64, plan *calib.Plan, outDir string) (*PruneSummary, error) {
+	path := m.Path
 	if err := graph.Check(m); err != nil {
 		return nil, fmt.Errorf("%s: pruned graph invalid: %w", path, err)
 	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, err
+	}
+	outModel := filepath.Join(outDir, filepath.Base(path))
 	if err := graph.Save(m, outModel, graph.SaveOptions{}); err != nil {
 		return nil, err
 	}
@@ -148,7 +156,7 @@ func writePruned(m *graph.Model, d *graph.Decoder, plan *calib.Plan, outDir stri
 	}
 	files = append(files, "plan.json")
 	return &PruneSummary{Model: path, Output: outModel, Plan: plan, BlocksBefore: L, BlocksAfter: len(kept),
-		ParamsBefore: before, ParamsAfter: graph.TotalParams(m), Files: files}, nil
+		ParamsBefore: paramsBefore, ParamsAfter: graph.TotalParams(m), Files: files}, nil
 }
 
 // choosePlan turns the selection flags into a plan.
