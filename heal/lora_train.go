@@ -430,17 +430,23 @@ func (t *loraTrainer) feeds(infos []ort.IOInfo, ad *Adapters, ids, mask []int64,
 	return f, nil
 }
 
+// packedBatch gathers packed rows into ids, shifted labels, their loss
+// weights and an all-ones attention mask (packed rows hold no padding).
+func packedBatch(p *Packed, rows []int) (ids, labels []int64, w []float32, mask []int64) {
+	n := len(rows) * p.SeqLen
+	ids, labels, w, mask = make([]int64, n), make([]int64, n), make([]float32, n), make([]int64, n)
+	p.Batch(rows, ids, labels, w)
+	for i := range mask {
+		mask[i] = 1
+	}
+	return ids, labels, w, mask
+}
+
 // microBatch runs the training graph on rows, adds the gradients to
 // grads and returns the summed loss and target weight.
 func (t *loraTrainer) microBatch(ad *Adapters, p *Packed, rows []int, rng *rand.Rand, grads [][]float64) (loss, weight float64, err error) {
 	B, S := len(rows), p.SeqLen
-	ids, labels := make([]int64, B*S), make([]int64, B*S)
-	w := make([]float32, B*S)
-	p.Batch(rows, ids, labels, w)
-	mask := make([]int64, B*S)
-	for i := range mask {
-		mask[i] = 1
-	}
+	ids, labels, w, mask := packedBatch(p, rows)
 	f, err := t.feeds(t.trainIn, ad, ids, mask, B, S, labels, w, rng)
 	if err != nil {
 		return 0, 0, err
@@ -530,13 +536,7 @@ func (t *loraTrainer) perplexity(ctx context.Context, ad *Adapters, batches []ca
 // training batch: three runs after a warm-up.
 func (t *loraTrainer) forwardSeconds(ad *Adapters, p *Packed, rows []int) ([]float64, error) {
 	B, S := len(rows), p.SeqLen
-	ids, labels := make([]int64, B*S), make([]int64, B*S)
-	w := make([]float32, B*S)
-	p.Batch(rows, ids, labels, w)
-	mask := make([]int64, B*S)
-	for i := range mask {
-		mask[i] = 1
-	}
+	ids, _, _, mask := packedBatch(p, rows)
 	f, err := t.feeds(t.infIn, ad, ids, mask, B, S, nil, nil, nil)
 	if err != nil {
 		return nil, err
