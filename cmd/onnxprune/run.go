@@ -560,11 +560,9 @@ func (r *runner) healLoRA(ctx context.Context, modelPath string, modelKey, prKey
 	}
 	args := []string{"--json", "--method", "lora", "--plan", filepath.Join(r.out, "plan.json"), "-o", tmp,
 		"--data", trainData, "--val", r.evalData()}
-	if cmd.IsSet("eval-samples") {
-		args = append(args, "--val-samples", fmt.Sprint(cmd.Int("eval-samples")))
-	} else if cmd.IsSet("samples") {
-		args = append(args, "--val-samples", fmt.Sprint(cmd.Int("samples")))
-	}
+	// Validate on exactly what the eval steps score, so the adapters kept
+	// are the best by the report's own measure.
+	args = append(args, "--val-samples", fmt.Sprint(r.evalSamples()))
 	for _, f := range [][2]string{{"lora-steps", "steps"}, {"lora-lr", "lr"}, {"lora-rank", "rank"}, {"lora-alpha", "alpha"}, {"lora-seed", "seed"}} {
 		if cmd.IsSet(f[0]) {
 			args = append(args, fmt.Sprintf("--%s=%v", f[1], cmd.Value(f[0])))
@@ -907,8 +905,27 @@ func writeRunMarkdown(w io.Writer, r *RunReport) {
 		}
 		fmt.Fprintln(w)
 	case r.Heal.LoRA != nil:
-		fmt.Fprintf(w, "Healing: LoRA adapters trained on `%s` and merged into the weights (as \"onnxprune heal --method lora\"); the training log is `%s/lora.json`.\n\n",
+		fmt.Fprintf(w, "Healing: LoRA adapters trained on `%s` and merged into the weights (as \"onnxprune heal --method lora\"); the training log is `%s/lora.json`.\n",
 			r.Heal.TrainData, path.Dir(r.Files.Model))
+		var l struct {
+			Options struct {
+				Rank  int     `json:"rank"`
+				Alpha float64 `json:"alpha"`
+				LR    float64 `json:"lr"`
+				Steps int     `json:"steps"`
+			} `json:"options"`
+			Initial      float64 `json:"initial_val_ppl"`
+			Best         float64 `json:"best_val_ppl"`
+			BestStep     int     `json:"best_step"`
+			StepsPerSec  float64 `json:"steps_per_sec"`
+			TokensPerSec float64 `json:"tokens_per_sec"`
+			Ratio        float64 `json:"step_forward_ratio"`
+		}
+		if json.Unmarshal(r.Heal.LoRA, &l) == nil && l.Options.Steps > 0 {
+			fmt.Fprintf(w, "- r %d, α %g, lr %g, %d steps at %.2f steps/s (%.0f tokens/s; a step costs %.1f× a forward pass); validation perplexity %.4f → %.4f (best at step %d)\n",
+				l.Options.Rank, l.Options.Alpha, l.Options.LR, l.Options.Steps, l.StepsPerSec, l.TokensPerSec, l.Ratio, l.Initial, l.Best, l.BestStep)
+		}
+		fmt.Fprintln(w)
 	default:
 		fmt.Fprint(w, "Healing: none.\n\n")
 	}
