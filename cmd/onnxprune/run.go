@@ -20,6 +20,7 @@ import (
 	"github.com/onnxprune/onnxprune/eval"
 	"github.com/onnxprune/onnxprune/graph"
 	"github.com/onnxprune/onnxprune/heal"
+	"github.com/onnxprune/onnxprune/rewrite"
 )
 
 // The embedded default: with no MODEL inside the repository, run prunes
@@ -38,8 +39,10 @@ const (
 	runQualityFig = "quality.svg"
 	runPrunedDir  = "pruned"
 	runHealedDir  = "healed"
-	runModelDir   = "model" // the conversion of a checkpoint
-	runWorkDir    = ".work" // steps write here, then rename into place
+	runShrunkDir  = "shrunk" // width pruning (--ffn-ratio, --remove-kv-groups)
+	runSparseDir  = "sparse" // sparsity (--sparsity, --sparsity-pattern)
+	runModelDir   = "model"  // the conversion of a checkpoint
+	runWorkDir    = ".work"  // steps write here, then rename into place
 )
 
 func runCommand() *cli.Command {
@@ -52,6 +55,13 @@ func runCommand() *cli.Command {
 		&cli.StringFlag{Name: "layers", Usage: "remove exactly these blocks instead, e.g. 2,3 or 4-6", Category: "pruning"},
 		&cli.StringFlag{Name: "strategy", Value: "angular", Usage: "angular, bi, last or sleb (as prune)", Category: "pruning"},
 		&cli.BoolFlag{Name: "all-tokens", Usage: "angular: use d(l, n) over all real tokens, not the last", Category: "pruning"},
+		&cli.FloatFlag{Name: "ffn-ratio", Usage: "shrink the original first: remove this fraction of FFN channels, in [0, 1) (shrink's --ffn-ratio; default: no width pruning)", HideDefault: true, Category: "width"},
+		&cli.IntFlag{Name: "remove-kv-groups", Usage: "shrink the original first: remove N KV groups per block (shrink's --remove-kv-groups)", HideDefault: true, Category: "width"},
+		&cli.BoolFlag{Name: "ffn-global", Usage: "rank FFN channels over all blocks (shrink's --ffn-global)", Category: "width"},
+		&cli.StringFlag{Name: "width-criterion", Value: rewrite.CriterionMagnitude, Usage: "magnitude or activation (shrink's --criterion; activation measures on --data)", Category: "width"},
+		&cli.FloatFlag{Name: "sparsity", Usage: "zero this fraction of the result's linear weights after healing, in [0, 1) (sparsify's --ratio; default: none)", HideDefault: true, Category: "sparsity"},
+		&cli.StringFlag{Name: "sparsity-pattern", Usage: "N:M semi-structured sparsity after healing, e.g. 2:4 (sparsify's --pattern; instead of --sparsity)", Category: "sparsity"},
+		&cli.StringFlag{Name: "sparsity-method", Value: rewrite.MethodMagnitude, Usage: "magnitude or wanda (sparsify's --method; wanda measures on --data)", Category: "sparsity"},
 		&cli.StringFlag{Name: "heal", Value: "bridge", Usage: "healing after pruning: none, bridge (training-free linear map) or lora", Category: "healing"},
 		&cli.FloatFlag{Name: "ridge", Value: heal.DefaultRidge, Usage: "bridge: ridge strength towards T = I (as heal)", Category: "healing"},
 		&cli.StringFlag{Name: "train-data", Usage: "lora: training text (default: --data)", Category: "healing"},
@@ -90,13 +100,20 @@ checkpoint "convert" reads (llama2.c .bin, .gguf, Hugging Face directory), which
 is converted first. Then, with exactly the code and defaults of the commands
 named:
   1. eval       perplexity of the original on --eval-data (default --data)
-  2. calibrate  d(l, n) and Block Influence on --data (stats.json, stats.svg)
-  3. prune      --remove N blocks chosen by --strategy, or --layers (pruned/, plan.json)
-  4. eval       perplexity of the pruned model
-  5. heal       --heal bridge (as "heal --method bridge"), lora (LoRA on
+  2. shrink     only with --ffn-ratio or --remove-kv-groups: width pruning of
+                the original (shrunk/); steps 3 to 7 then work on the shrunk
+                model, so healing covers both cuts
+  3. calibrate  d(l, n) and Block Influence on --data (stats.json, stats.svg)
+  4. prune      --remove N blocks chosen by --strategy, or --layers (pruned/, plan.json)
+  5. eval       perplexity of the pruned model
+  6. heal       --heal bridge (as "heal --method bridge"), lora (LoRA on
                 --train-data, merged into the weights) or none (healed/)
-  6. eval       perplexity of the healed model
-  7. bench      the original against the result, interleaved (--bench=false skips)
+  7. eval       perplexity of the healed model
+  8. sparsify   only with --sparsity or --sparsity-pattern: zero weights of the
+                healed (or pruned) model, after healing, since merging LoRA or
+                folding the bridge densifies them (sparse/: now the result)
+  9. eval       perplexity of the sparse model
+ 10. bench      the original against the result, interleaved (--bench=false skips)
 and writes OUTDIR/report.json, report.md, quality.svg and config.json (the
 options given, from flags or --config; "--config OUTDIR/config.json" repeats
 the run). Options given neither way keep the defaults of those commands.
@@ -120,6 +137,7 @@ Examples:
   onnxprune run -o demo/
   onnxprune run stories/model.onnx --data valid.txt --remove 2 --heal bridge -o report/
   onnxprune run stories260K.bin --tokenizer tok512.bin --data valid.txt --heal lora --lora-steps 100 -o report/
+  onnxprune run model.onnx --data valid.txt --ffn-ratio 0.25 --remove 1 --heal lora --sparsity 0.5 -o report/
   onnxprune run --config run.json --device cuda --json`,
 		Flags: flags,
 		Action: func(ctx context.Context, cmd *cli.Command) error {
@@ -170,14 +188,23 @@ type RunReport struct {
 	RemovedBlocks []int       `json:"removed_blocks"`
 	ParamsBefore  int64       `json:"params_before"`
 	ParamsAfter   int64       `json:"params_after"`
+	// ParamsShrunk counts the parameters after width pruning (before
+	// depth pruning); ParamsAfter those after both.
+	ParamsShrunk int64 `json:"params_shrunk,omitempty"`
 	// ParamsRemoved is the share of parameters removed, 0…1.
 	ParamsRemoved   float64 `json:"params_removed"`
 	FileBytesBefore int64   `json:"file_bytes_before"`
 	FileBytesAfter  int64   `json:"file_bytes_after"`
 
-	Heal RunHeal `json:"heal"`
+	// Shrink is what "shrink --json" printed (width pruning of the
+	// original, before calibration), if asked for.
+	Shrink *ShrinkSummary `json:"shrink,omitempty"`
+	Heal   RunHeal        `json:"heal"`
+	// Sparsity is what "sparsify --json" printed (sparsity.json), if
+	// asked for: the result was sparsified after healing.
+	Sparsity *SparsifyFile `json:"sparsity,omitempty"`
 	// Perplexity holds the headline numbers; Evals the full results
-	// ("original", "pruned", "healed"), as "eval --json" prints them.
+	// ("original", "pruned", "healed", "sparse"), as "eval --json" prints them.
 	Perplexity RunPerplexity                `json:"perplexity"`
 	Evals      map[string]*PerplexityResult `json:"evals"`
 	Bench      *BenchSummary                `json:"bench,omitempty"`
@@ -198,14 +225,16 @@ type RunHeal struct {
 	LoRA json.RawMessage `json:"lora,omitempty"`
 }
 
-// RunPerplexity: the original, the pruned (before healing) and the healed
-// model (0 with --heal none) on the same text and settings.
+// RunPerplexity: the original, the pruned (shrunk too, with width
+// pruning; before healing), the healed model (0 with --heal none) and
+// the sparse one (0 without --sparsity) on the same text and settings.
 type RunPerplexity struct {
 	Data     string  `json:"data"`
 	Method   string  `json:"method"`
 	Original float64 `json:"original"`
 	Pruned   float64 `json:"pruned"`
 	Healed   float64 `json:"healed,omitempty"`
+	Sparse   float64 `json:"sparse,omitempty"`
 }
 
 // RunStep is one step of this invocation.
@@ -218,8 +247,10 @@ type RunStep struct {
 
 // RunFiles are the report directory's files, relative to it.
 type RunFiles struct {
-	Model    string `json:"model"` // the result: healed or pruned
+	Model    string `json:"model"` // the result: sparse, healed or pruned
+	Shrunk   string `json:"shrunk,omitempty"`
 	Pruned   string `json:"pruned"`
+	Sparse   string `json:"sparse,omitempty"`
 	Plan     string `json:"plan"`
 	Stats    string `json:"stats"`
 	Heatmap  string `json:"heatmap"`
@@ -285,6 +316,10 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 	if cmd.String("layers") == "" && cmd.Int("remove") < 1 {
 		return nil, usagef("run: --remove N must be at least 1 (or give --layers)")
 	}
+	width, sparse, err := runExtras(cmd)
+	if err != nil {
+		return nil, err
+	}
 	outDir := cmd.String("output")
 	if err := prepareRunDir(outDir, cmd.Bool("force")); err != nil {
 		return nil, err
@@ -292,6 +327,12 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 	r := &runner{cmd: cmd, out: outDir, force: cmd.Bool("force"), total: 7}
 	if cmd.String("heal") == "none" {
 		r.total -= 2
+	}
+	if width {
+		r.total++
+	}
+	if sparse {
+		r.total += 2
 	}
 	if !cmd.Bool("bench") {
 		r.total--
@@ -364,16 +405,32 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 		return nil, err
 	}
 	rep.Evals["original"] = evalOrig
+	dataFPs, err := fingerprintInputs(cmd.String("data"), cmd.String("tokenizer"))
+	if err != nil {
+		return nil, err
+	}
+
+	// 1b. Width pruning (--ffn-ratio, --remove-kv-groups): from here on,
+	// calibration, pruning and healing work on the shrunk model; the
+	// original's evaluation and the benchmark keep the true original.
+	origPath, origKey := modelPath, modelKey
+	shrunkDir := filepath.Join(outDir, runShrunkDir)
+	if width {
+		key, sum, err := r.shrink(ctx, modelPath, modelKey, dataFPs)
+		if err != nil {
+			return nil, err
+		}
+		rep.Shrink, rep.ParamsShrunk = sum, sum.ParamsAfter
+		modelPath, modelKey = filepath.Join(shrunkDir, filepath.Base(modelPath)), key
+	} else if err := r.dropStep("shrink", shrunkDir); err != nil { // a stale one from an earlier run
+		return nil, err
+	}
 
 	// 2. Calibration.
 	statsPath := filepath.Join(outDir, "stats.json")
 	calArgs := append([]string{"--json", "-o", statsPath},
 		r.pass("data", "field", "template", "separator", "tokenizer", "samples", "seq-len", "batch-size", "all-tokens", "device", "threads")...)
 	calArgs = append(calArgs, modelPath)
-	dataFPs, err := fingerprintInputs(cmd.String("data"), cmd.String("tokenizer"))
-	if err != nil {
-		return nil, err
-	}
 	calKey, err := r.step(ctx, "calibrate", map[string]any{"argv": r.hashArgs(calArgs), "model": modelKey, "data": dataFPs},
 		[]string{"stats.json", "stats.svg"}, nil, func(ctx context.Context) error {
 			_, err := r.invoke(ctx, calibrateCommand(), calArgs)
@@ -472,6 +529,28 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 		}
 		rep.Evals["healed"] = evalHealed
 	}
+
+	// 8, 9. Sparsity (--sparsity, --sparsity-pattern): after healing,
+	// since merging LoRA or folding the bridge densifies the weights.
+	sparseDir := filepath.Join(outDir, runSparseDir)
+	if sparse {
+		key, sf, err := r.sparsify(ctx, resultPath, resultKey, dataFPs)
+		if err != nil {
+			return nil, err
+		}
+		rep.Sparsity = sf
+		resultPath, resultKey = filepath.Join(sparseDir, base), key
+		evalSparse, _, err := r.evalStep(ctx, "eval-sparse", resultPath, resultKey)
+		if err != nil {
+			return nil, err
+		}
+		rep.Evals["sparse"] = evalSparse
+	} else {
+		if err := r.dropStep("sparsify", sparseDir); err != nil {
+			return nil, err
+		}
+		os.Remove(stepRecordPath(outDir, "eval-sparse"))
+	}
 	mr, err := graph.Load(resultPath)
 	if err != nil {
 		return nil, err
@@ -485,9 +564,9 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 	if cmd.Bool("bench") {
 		args := append([]string{"--json"}, r.pass("prompt-len", "decode-tokens", "runs", "warmup", "seed",
 			"watts-per-core", "grid-intensity", "powercap", "device", "threads")...)
-		args = append(args, modelPath, resultPath)
+		args = append(args, origPath, resultPath)
 		var bs BenchSummary
-		_, err := r.step(ctx, "bench", map[string]any{"argv": r.hashArgs(args), "original": modelKey, "result": resultKey},
+		_, err := r.step(ctx, "bench", map[string]any{"argv": r.hashArgs(args), "original": origKey, "result": resultKey},
 			nil, &bs, func(ctx context.Context) error {
 				out, err := r.invoke(ctx, benchCommand(), args)
 				if err != nil {
@@ -505,6 +584,9 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 	if e := rep.Evals["healed"]; e != nil {
 		rep.Perplexity.Healed = e.Perplexity
 	}
+	if e := rep.Evals["sparse"]; e != nil {
+		rep.Perplexity.Sparse = e.Perplexity
+	}
 	rel := func(p string) string {
 		s, err := filepath.Rel(outDir, p)
 		if err != nil {
@@ -514,6 +596,12 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 	}
 	rep.Files = RunFiles{Model: rel(resultPath), Pruned: rel(prunedPath), Plan: "plan.json", Stats: "stats.json",
 		Heatmap: "stats.svg", Plot: runQualityFig, Config: runConfigFile, ReportMD: runReportMD}
+	if width {
+		rep.Files.Shrunk = rel(modelPath)
+	}
+	if sparse {
+		rep.Files.Sparse = rel(resultPath)
+	}
 	rep.Steps = r.steps
 	rep.Created = time.Now().UTC().Format(time.RFC3339)
 	rep.Seconds = time.Since(start).Seconds()
@@ -523,6 +611,118 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 	os.RemoveAll(filepath.Join(outDir, runWorkDir))
 	logf(cmd, "run: report in %s (model %s)", filepath.Join(outDir, runReportMD), filepath.Join(outDir, rep.Files.Model))
 	return rep, nil
+}
+
+// runExtras checks the width and sparsity options and says whether
+// either step is asked for.
+func runExtras(cmd *cli.Command) (width, sparse bool, err error) {
+	so := rewrite.ShrinkOptions{FFNRatio: cmd.Float("ffn-ratio"), RemoveKVGroups: int(cmd.Int("remove-kv-groups")),
+		Criterion: cmd.String("width-criterion")}
+	if err := so.Validate(); err != nil {
+		return false, false, usagef("run: %s", strings.TrimPrefix(err.Error(), "shrink: "))
+	}
+	width = so.FFNRatio > 0 || so.RemoveKVGroups > 0
+	if !width && (cmd.IsSet("ffn-global") || cmd.IsSet("width-criterion")) {
+		return false, false, usagef("run: --ffn-global and --width-criterion say how to prune width: give --ffn-ratio F or --remove-kv-groups N")
+	}
+	sp := rewrite.SparsifyOptions{Method: cmd.String("sparsity-method"), Ratio: cmd.Float("sparsity")}
+	if p := cmd.String("sparsity-pattern"); p != "" {
+		if sp.N, sp.M, err = parsePattern(p); err != nil {
+			return false, false, usagef("run: --sparsity-pattern %v", err)
+		}
+	}
+	if err := sp.Validate(); err != nil {
+		return false, false, usagef("run: %s", strings.TrimPrefix(err.Error(), "sparsify: "))
+	}
+	sparse = sp.Ratio > 0 || sp.M > 0
+	if !sparse && cmd.IsSet("sparsity-method") {
+		return false, false, usagef("run: --sparsity-method needs --sparsity R or --sparsity-pattern N:M")
+	}
+	return width, sparse, nil
+}
+
+// shrink runs "shrink" on the original (width pruning) into
+// OUTDIR/shrunk/.
+func (r *runner) shrink(ctx context.Context, modelPath string, modelKey any, dataFPs []fileFingerprint) (string, *ShrinkSummary, error) {
+	tmp := filepath.Join(r.out, runWorkDir, "shrink")
+	args := append([]string{"--json", "-o", tmp}, r.passAs([2]string{"ffn-ratio", "ffn-ratio"},
+		[2]string{"remove-kv-groups", "remove-kv-groups"}, [2]string{"ffn-global", "ffn-global"}, [2]string{"width-criterion", "criterion"})...)
+	inputs := map[string]any{"model": modelKey}
+	if r.cmd.String("width-criterion") == rewrite.CriterionActivation {
+		args = append(args, r.pass("data", "field", "template", "separator", "tokenizer", "samples", "seq-len", "batch-size", "device", "threads")...)
+		inputs["data"] = dataFPs
+	}
+	args = append(args, modelPath)
+	inputs["argv"] = r.hashArgs(args)
+	final := filepath.Join(r.out, runShrunkDir)
+	var sum ShrinkSummary
+	key, err := r.step(ctx, "shrink", inputs, []string{filepath.Join(runShrunkDir, filepath.Base(modelPath))}, &sum,
+		func(ctx context.Context) error {
+			out, err := r.invoke(ctx, shrinkCommand(), args)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(out, &sum); err != nil {
+				return fmt.Errorf("shrink: %v", err)
+			}
+			// shrink.json says where the model is once installed.
+			sum.Output = filepath.Join(final, filepath.Base(modelPath))
+			b, _ := json.MarshalIndent(&sum, "", "  ")
+			if err := writeFileAtomic(filepath.Join(tmp, "shrink.json"), append(b, '\n')); err != nil {
+				return err
+			}
+			return installDir(tmp, final)
+		})
+	return key, &sum, err
+}
+
+// sparsify runs "sparsify" on the result (healed, or pruned with --heal
+// none) into OUTDIR/sparse/.
+func (r *runner) sparsify(ctx context.Context, resultPath string, resultKey any, dataFPs []fileFingerprint) (string, *SparsifyFile, error) {
+	tmp := filepath.Join(r.out, runWorkDir, "sparsify")
+	args := append([]string{"--json", "-o", tmp}, r.passAs([2]string{"sparsity", "ratio"},
+		[2]string{"sparsity-pattern", "pattern"}, [2]string{"sparsity-method", "method"})...)
+	inputs := map[string]any{"model": resultKey}
+	if r.cmd.String("sparsity-method") == rewrite.MethodWanda {
+		args = append(args, r.pass("data", "field", "template", "separator", "tokenizer", "samples", "seq-len", "batch-size", "device", "threads")...)
+		inputs["data"] = dataFPs
+	}
+	args = append(args, resultPath)
+	inputs["argv"] = r.hashArgs(args)
+	final := filepath.Join(r.out, runSparseDir)
+	var sf SparsifyFile
+	key, err := r.step(ctx, "sparsify", inputs, []string{filepath.Join(runSparseDir, filepath.Base(resultPath))}, &sf,
+		func(ctx context.Context) error {
+			out, err := r.invoke(ctx, sparsifyCommand(), args)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(out, &sf); err != nil {
+				return fmt.Errorf("sparsify: %v", err)
+			}
+			sf.Output = filepath.Join(final, filepath.Base(resultPath))
+			b, _ := json.MarshalIndent(&sf, "", "  ")
+			if err := writeFileAtomic(filepath.Join(tmp, "sparsity.json"), append(b, '\n')); err != nil {
+				return err
+			}
+			return installDir(tmp, final)
+		})
+	if err == nil && sf.SparsityReport == nil {
+		err = fmt.Errorf("sparsify: printed no report")
+	}
+	return key, &sf, err
+}
+
+// dropStep removes what an earlier run's step wrote when this run does
+// not ask for it.
+func (r *runner) dropStep(name, dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.Remove(stepRecordPath(r.out, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // healBridge runs "heal --method bridge" with the plan prune chose.
@@ -563,11 +763,8 @@ func (r *runner) healLoRA(ctx context.Context, modelPath string, modelKey, prKey
 	// Validate on exactly what the eval steps score, so the adapters kept
 	// are the best by the report's own measure.
 	args = append(args, "--val-samples", fmt.Sprint(r.evalSamples()))
-	for _, f := range [][2]string{{"lora-steps", "steps"}, {"lora-lr", "lr"}, {"lora-rank", "rank"}, {"lora-alpha", "alpha"}, {"lora-seed", "seed"}} {
-		if cmd.IsSet(f[0]) {
-			args = append(args, fmt.Sprintf("--%s=%v", f[1], cmd.Value(f[0])))
-		}
-	}
+	args = append(args, r.passAs([2]string{"lora-steps", "steps"}, [2]string{"lora-lr", "lr"}, [2]string{"lora-rank", "rank"},
+		[2]string{"lora-alpha", "alpha"}, [2]string{"lora-seed", "seed"})...)
 	args = append(args, r.pass("field", "template", "separator", "tokenizer", "samples", "seq-len", "batch-size", "device", "threads")...)
 	fps, err := fingerprintInputs(trainData, r.evalData(), cmd.String("tokenizer"))
 	if err != nil {
@@ -724,6 +921,17 @@ func (r *runner) pass(names ...string) []string {
 	return args
 }
 
+// passAs is pass for flags the step names differently: {run's, the step's}.
+func (r *runner) passAs(names ...[2]string) []string {
+	var args []string
+	for _, n := range names {
+		if r.cmd.IsSet(n[0]) {
+			args = append(args, fmt.Sprintf("--%s=%v", n[1], r.cmd.Value(n[0])))
+		}
+	}
+	return args
+}
+
 // hashArgs is args with the output directory written as $OUT, so that
 // keys do not depend on where the report directory is.
 func (r *runner) hashArgs(args []string) []string {
@@ -738,6 +946,12 @@ func (r *runner) hashArgs(args []string) []string {
 		}
 		if rest, ok := strings.CutPrefix(val, prefix); ok {
 			val = "$OUT/" + filepath.ToSlash(rest)
+		} else if _, err := os.Stat(val); err == nil {
+			// A file named relatively here and absolutely in config.json
+			// is the same input (its contents are fingerprinted apart).
+			if abs, err := filepath.Abs(val); err == nil {
+				val = abs
+			}
 		}
 		out[i] = flag + val
 	}
@@ -858,6 +1072,10 @@ func writeRunReport(cmd *cli.Command, rep *RunReport, model string) error {
 		plot.Series = append(plot.Series, eval.Series{Name: "healed (" + rep.Heal.Method + ")", X: []float64{0, k},
 			Y: []float64{rep.Perplexity.Original, rep.Perplexity.Healed}, Labels: []string{"", fmt.Sprintf("%.2f", rep.Perplexity.Healed)}})
 	}
+	if rep.Perplexity.Sparse > 0 && rep.Sparsity != nil {
+		plot.Series = append(plot.Series, eval.Series{Name: "+ " + sparsityHow(rep.Sparsity), X: []float64{0, k},
+			Y: []float64{rep.Perplexity.Original, rep.Perplexity.Sparse}, Labels: []string{"", fmt.Sprintf("%.2f", rep.Perplexity.Sparse)}})
+	}
 	var svg strings.Builder
 	if err := eval.WriteSVG(&svg, "onnxprune run: "+filepath.Base(rep.Model), 560, 400, plot); err != nil {
 		return err
@@ -880,14 +1098,29 @@ func writeRunMarkdown(w io.Writer, r *RunReport) {
 		fmt.Fprintf(w, "Converted from `%s`; ", r.Source)
 	}
 	fmt.Fprintf(w, "model `%s`, %d blocks, %s parameters. Result: `%s`.\n\n", r.Model, r.BlocksBefore, thousands(r.ParamsBefore), r.Files.Model)
+	if s := r.Shrink; s != nil {
+		fmt.Fprintf(w, "**Width pruning** first (as \"onnxprune shrink\", criterion %s): %s; parameters %s → %s (−%.1f%%). "+
+			"Calibration, pruning and healing worked on the shrunk model `%s`, so the pruned column below is shrunk and depth-pruned.\n\n",
+			s.Plan.Criterion, shrinkHow(s.Plan), thousands(s.ParamsBefore), thousands(s.ParamsAfter),
+			100*float64(s.ParamsBefore-s.ParamsAfter)/float64(max(s.ParamsBefore, 1)), r.Files.Shrunk)
+	}
 	fmt.Fprintf(w, "**Removed blocks** %s (%s): %s.\n\n", graph.FormatBlocks(r.RemovedBlocks), r.Strategy, r.Plan.Reason)
-	fmt.Fprintln(w, "| | original | pruned | result |")
+	if r.Shrink != nil {
+		fmt.Fprintln(w, "| | original | shrunk + pruned | result |")
+	} else {
+		fmt.Fprintln(w, "| | original | pruned | result |")
+	}
 	fmt.Fprintln(w, "|---|---:|---:|---:|")
 	fmt.Fprintf(w, "| blocks | %d | %d | %d |\n", r.BlocksBefore, r.BlocksAfter, r.BlocksAfter)
 	fmt.Fprintf(w, "| parameters | %s | %s (−%.1f%%) | %s |\n", thousands(r.ParamsBefore), thousands(r.ParamsAfter), 100*r.ParamsRemoved, thousands(r.ParamsAfter))
 	fmt.Fprintf(w, "| file | %s | | %s |\n", humanBytes(r.FileBytesBefore), humanBytes(r.FileBytesAfter))
+	if sp := r.Sparsity; sp != nil {
+		fmt.Fprintf(w, "| zero weights | | | %s (%.1f%%) |\n", thousands(sp.Zeros), 100*sp.ModelSparsity)
+	}
 	healed := "–"
-	if r.Perplexity.Healed > 0 {
+	if r.Perplexity.Sparse > 0 {
+		healed = fmt.Sprintf("%.4f", r.Perplexity.Sparse)
+	} else if r.Perplexity.Healed > 0 {
 		healed = fmt.Sprintf("%.4f", r.Perplexity.Healed)
 	}
 	fmt.Fprintf(w, "| perplexity | %.4f | %.4f | %s |\n", r.Perplexity.Original, r.Perplexity.Pruned, healed)
@@ -929,6 +1162,16 @@ func writeRunMarkdown(w io.Writer, r *RunReport) {
 	default:
 		fmt.Fprint(w, "Healing: none.\n\n")
 	}
+	if sp := r.Sparsity; sp != nil {
+		before, what := r.Perplexity.Pruned, "pruned"
+		if r.Perplexity.Healed > 0 {
+			before, what = r.Perplexity.Healed, "healed"
+		}
+		fmt.Fprintf(w, "Sparsity (as \"onnxprune sparsify\", %s), after healing, which would densify the weights: %s of the %s weights of %d linear layers zero (%.2f%%), %.2f%% of all parameters; "+
+			"perplexity %s %.4f → %.4f. Shapes are unchanged: dense kernels are no faster. Per tensor: `%s/sparsity.json`.\n\n",
+			sparsityHow(sp), thousands(sp.Zeros), thousands(sp.Params), len(sp.Tensors), 100*sp.Sparsity, 100*sp.ModelSparsity,
+			what, before, r.Perplexity.Sparse, path.Dir(r.Files.Model))
+	}
 	if b := r.Bench; b != nil && b.Comparison != nil {
 		c := b.Comparison
 		fmt.Fprintf(w, "Speed (%s, interleaved runs, ratios of medians): decode %.3f× (ideal %.3f×), prefill %.3f×.\n\n",
@@ -948,6 +1191,30 @@ func writeRunMarkdown(w io.Writer, r *RunReport) {
 		r.Seconds, r.Files.Model, r.Files.Plan, r.Files.Stats, r.Files.Heatmap, r.Files.Plot, r.Files.Config, filepath.Join(r.Output, r.Files.Config))
 }
 
+// shrinkHow says what width pruning removed, e.g. "25% of FFN channels per block".
+func shrinkHow(p *rewrite.ShrinkPlan) string {
+	var parts []string
+	if p.FFNRatio > 0 {
+		scope := "per block"
+		if p.FFNGlobal {
+			scope = "over all blocks"
+		}
+		parts = append(parts, fmt.Sprintf("%g%% of FFN channels %s", 100*p.FFNRatio, scope))
+	}
+	if p.RemoveKVGroups > 0 {
+		parts = append(parts, fmt.Sprintf("%d KV group(s) per block", p.RemoveKVGroups))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// sparsityHow names the sparsity, e.g. "magnitude 50%" or "wanda 2:4".
+func sparsityHow(s *SparsifyFile) string {
+	if s.Pattern != "" {
+		return s.Method + " " + s.Pattern
+	}
+	return fmt.Sprintf("%s %g%%", s.Method, 100*s.Ratio)
+}
+
 // printRun prints the headline numbers.
 func printRun(w io.Writer, r *RunReport) {
 	reused := 0
@@ -956,13 +1223,23 @@ func printRun(w io.Writer, r *RunReport) {
 			reused++
 		}
 	}
+	if s := r.Shrink; s != nil {
+		fmt.Fprintf(w, "shrunk %s (%s); parameters %s → %s (−%.1f%%)\n", shrinkHow(s.Plan), s.Plan.Criterion,
+			thousands(s.ParamsBefore), thousands(s.ParamsAfter), 100*float64(s.ParamsBefore-s.ParamsAfter)/float64(max(s.ParamsBefore, 1)))
+	}
 	fmt.Fprintf(w, "removed blocks %s (of %d, %s); parameters %s → %s (−%.1f%%)\n", graph.FormatBlocks(r.RemovedBlocks), r.BlocksBefore,
 		r.Strategy, thousands(r.ParamsBefore), thousands(r.ParamsAfter), 100*r.ParamsRemoved)
 	fmt.Fprintf(w, "perplexity: original %.4f, pruned %.4f", r.Perplexity.Original, r.Perplexity.Pruned)
 	if r.Perplexity.Healed > 0 {
 		fmt.Fprintf(w, ", healed (%s) %.4f", r.Heal.Method, r.Perplexity.Healed)
 	}
+	if sp := r.Sparsity; sp != nil {
+		fmt.Fprintf(w, ", sparse (%s) %.4f", sparsityHow(sp), r.Perplexity.Sparse)
+	}
 	fmt.Fprintln(w)
+	if sp := r.Sparsity; sp != nil {
+		fmt.Fprintf(w, "sparsity: %.2f%% of the selected weights zero (%.2f%% of all parameters)\n", 100*sp.Sparsity, 100*sp.ModelSparsity)
+	}
 	if b := r.Bench; b != nil && b.Comparison != nil {
 		fmt.Fprintf(w, "decode %s → %s tok/s (%.3f×, ideal %.3f×)\n", sig4(b.Results[0].DecodeTokensPerS.Median),
 			sig4(b.Results[1].DecodeTokensPerS.Median), b.Comparison.DecodeSpeedup, b.Comparison.IdealSpeedup)

@@ -258,6 +258,12 @@ func TestRunBadInput(t *testing.T) {
 		{"missing model", []string{filepath.Join(dir, "nope.onnx"), "--data", text}, exitFailure, "nope.onnx"},
 		{"bridge at block 0", []string{model, "--data", text, "--layers", "0"}, exitFailure, "no earlier MLP"},
 		{"foreign directory", []string{model, "--data", text, "-o", full}, exitFailure, "holds no earlier run"},
+		{"bad ffn ratio", []string{model, "--data", text, "--ffn-ratio", "1"}, exitUsage, "FFN ratio 1 outside [0, 1)"},
+		{"width criterion alone", []string{model, "--data", text, "--width-criterion", "activation"}, exitUsage, "give --ffn-ratio F or --remove-kv-groups N"},
+		{"bad width criterion", []string{model, "--data", text, "--ffn-ratio", "0.5", "--width-criterion", "size"}, exitUsage, `criterion "size"`},
+		{"bad sparsity", []string{model, "--data", text, "--sparsity", "1.5"}, exitUsage, "ratio 1.5 outside [0, 1)"},
+		{"bad sparsity pattern", []string{model, "--data", text, "--sparsity-pattern", "2x4"}, exitUsage, `--sparsity-pattern "2x4": want N:M`},
+		{"sparsity method alone", []string{model, "--data", text, "--sparsity-method", "wanda"}, exitUsage, "needs --sparsity R or --sparsity-pattern N:M"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := append([]string{"run", "-o", filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_"))}, runFast...)
@@ -413,5 +419,186 @@ func TestRunCheckpoint(t *testing.T) {
 	_, _, errs := runCLI(t, args...)
 	if !strings.Contains(errs, "convert: reused") {
 		t.Errorf("rerun converted again:\n%s", errs)
+	}
+}
+
+// evalPPL is "eval --json" of m with the data flags given.
+func evalPPL(t *testing.T, m string, data []string) float64 {
+	t.Helper()
+	code, out, errs := runCLI(t, append([]string{"eval", m, "--json"}, data...)...)
+	if code != 0 {
+		t.Fatalf("eval %s: %s", m, errs)
+	}
+	var r PerplexityResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Perplexity
+}
+
+func sameBytes(t *testing.T, what, a, b string) {
+	t.Helper()
+	x, _ := os.ReadFile(a)
+	y, _ := os.ReadFile(b)
+	if len(x) == 0 || !bytes.Equal(x, y) {
+		t.Errorf("%s: %s (%d bytes) differs from %s (%d bytes)", what, a, len(x), b, len(y))
+	}
+}
+
+// TestRunWidthMatchesCommands: run --ffn-ratio --heal bridge equals
+// shrink, then calibrate, prune and heal of the shrunk model and eval,
+// one by one: the same numbers, byte-identical shrunk and healed models;
+// the original's perplexity is the true original's.
+func TestRunWidthMatchesCommands(t *testing.T) {
+	testenv.ORTLibrary(t)
+	model, text := fixture("stories260k_kv.onnx"), storiesValid(t)
+	out := filepath.Join(t.TempDir(), "report")
+	code, stdout, errs := runCLI(t, append([]string{"run", model, "--data", text, "--remove", "1", "--heal", "bridge", "--ffn-ratio", "0.25", "-o", out}, runFast...)...)
+	if code != 0 {
+		t.Fatalf("run: exit %d: %s", code, errs)
+	}
+	if !strings.Contains(errs, "[2/7] shrink") || !strings.Contains(stdout, "shrunk 25% of FFN channels per block") {
+		t.Errorf("shrink is not step 2 of 7, or stdout does not say it:\n%s\n%s", errs, stdout)
+	}
+	rep := readRunReport(t, out)
+
+	dir := t.TempDir()
+	data := []string{"--data", text, "--samples", "8", "--seq-len", "64", "--batch-size", "4", "--threads", "1"}
+	shrunkDir := filepath.Join(dir, "shrunk")
+	code, sout, errs := runCLI(t, "shrink", model, "--ffn-ratio", "0.25", "-o", shrunkDir, "--json")
+	if code != 0 {
+		t.Fatalf("shrink: %s", errs)
+	}
+	var ss ShrinkSummary
+	if err := json.Unmarshal([]byte(sout), &ss); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Base(model)
+	shrunk := filepath.Join(shrunkDir, base)
+	stats := filepath.Join(dir, "stats.json")
+	if code, _, errs := runCLI(t, append([]string{"calibrate", shrunk, "-o", stats}, data...)...); code != 0 {
+		t.Fatalf("calibrate: %s", errs)
+	}
+	pruned := filepath.Join(dir, "pruned")
+	code, pout, errs := runCLI(t, "prune", shrunk, "--remove", "1", "--stats", stats, "-o", pruned, "--json")
+	if code != 0 {
+		t.Fatalf("prune: %s", errs)
+	}
+	var ps PruneSummary
+	if err := json.Unmarshal([]byte(pout), &ps); err != nil {
+		t.Fatal(err)
+	}
+	healed := filepath.Join(dir, "healed")
+	if code, _, errs := runCLI(t, append([]string{"heal", shrunk, "--method", "bridge", "--plan", filepath.Join(pruned, "plan.json"), "-o", healed}, data...)...); code != 0 {
+		t.Fatalf("heal: %s", errs)
+	}
+	want := RunPerplexity{Original: evalPPL(t, model, data), Pruned: evalPPL(t, filepath.Join(pruned, base), data),
+		Healed: evalPPL(t, filepath.Join(healed, base), data)}
+
+	if rep.Shrink == nil || !reflect.DeepEqual(rep.Shrink.Plan, ss.Plan) || rep.ParamsShrunk != ss.ParamsAfter || rep.ParamsBefore != ss.ParamsBefore {
+		t.Errorf("run's shrink (params %d → %d) differs from shrink's (%d → %d)", rep.ParamsBefore, rep.ParamsShrunk, ss.ParamsBefore, ss.ParamsAfter)
+	}
+	if !slices.Equal(rep.RemovedBlocks, ps.Plan.Remove) || rep.ParamsAfter != ps.ParamsAfter || rep.Plan.Score != ps.Plan.Score {
+		t.Errorf("run removed %v (score %g, params → %d); prune of the shrunk model removed %v (score %g, params → %d)",
+			rep.RemovedBlocks, rep.Plan.Score, rep.ParamsAfter, ps.Plan.Remove, ps.Plan.Score, ps.ParamsAfter)
+	}
+	if got := rep.Perplexity; !sameFloat(got.Original, want.Original) || !sameFloat(got.Pruned, want.Pruned) || !sameFloat(got.Healed, want.Healed) {
+		t.Errorf("perplexity: run %+v, commands %+v", got, want)
+	}
+	sameBytes(t, "shrunk model", filepath.Join(out, "shrunk", base), shrunk)
+	sameBytes(t, "healed model", filepath.Join(out, "healed", base), filepath.Join(healed, base))
+	if rep.Files.Shrunk != "shrunk/"+base || rep.Files.Model != "healed/"+base || rep.Model != model {
+		t.Errorf("files %+v, model %s", rep.Files, rep.Model)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	for _, s := range []string{"**Width pruning**", "| | original | shrunk + pruned | result |", thousands(ss.ParamsAfter), trim4(want.Healed)} {
+		if !strings.Contains(string(md), s) {
+			t.Errorf("report.md lacks %q:\n%s", s, md)
+		}
+	}
+
+	// Another --ffn-ratio redoes shrink and everything after it, not the
+	// original's evaluation.
+	code, _, errs = runCLI(t, append([]string{"run", model, "--data", text, "--remove", "1", "--heal", "bridge", "--ffn-ratio", "0.5", "-o", out}, runFast...)...)
+	if code != 0 || strings.Count(errs, ": reused (inputs unchanged") != 1 || !strings.Contains(errs, "eval-original: reused") {
+		t.Errorf("--ffn-ratio 0.5: exit %d, want only eval-original reused; stderr:\n%s", code, errs)
+	}
+}
+
+// TestRunSparsity: run --sparsity --heal none sparsifies the pruned model
+// as sparsify does (byte-identical, same perplexity) and reports the
+// achieved sparsity; a rerun (from config.json) reuses every step, and
+// another --sparsity redoes only sparsify and its evaluation. Without
+// --sparsity the result is the pruned model again and sparse/ is gone.
+func TestRunSparsity(t *testing.T) {
+	testenv.ORTLibrary(t)
+	model, text := fixture("stories260k_kv.onnx"), storiesValid(t)
+	model, _ = filepath.Abs(model) // as config.json has it: argv is part of the keys
+	out := filepath.Join(t.TempDir(), "report")
+	code, stdout, errs := runCLI(t, append([]string{"run", model, "--data", text, "--remove", "1", "--heal", "none", "--sparsity", "0.5", "-o", out}, runFast...)...)
+	if code != 0 {
+		t.Fatalf("run: exit %d: %s", code, errs)
+	}
+	if !strings.Contains(errs, "[6/6] eval-sparse") || !strings.Contains(stdout, "sparsity: 50.00% of the selected weights zero") {
+		t.Errorf("eval-sparse is not step 6 of 6, or stdout lacks the sparsity:\n%s\n%s", errs, stdout)
+	}
+	rep := readRunReport(t, out)
+	base := filepath.Base(model)
+
+	sparse := filepath.Join(t.TempDir(), "sparse")
+	code, sout, errs := runCLI(t, "sparsify", filepath.Join(out, "pruned", base), "--ratio", "0.5", "-o", sparse, "--json")
+	if code != 0 {
+		t.Fatalf("sparsify: %s", errs)
+	}
+	var sf SparsifyFile
+	if err := json.Unmarshal([]byte(sout), &sf); err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, "sparse model", filepath.Join(out, "sparse", base), filepath.Join(sparse, base))
+	data := []string{"--data", text, "--samples", "8", "--seq-len", "64", "--batch-size", "4", "--threads", "1"}
+	if want := evalPPL(t, filepath.Join(sparse, base), data); !sameFloat(rep.Perplexity.Sparse, want) || rep.Perplexity.Healed != 0 {
+		t.Errorf("perplexity: run %+v, sparsify + eval %g", rep.Perplexity, want)
+	}
+	if rep.Sparsity == nil || rep.Sparsity.SparsityReport == nil || rep.Sparsity.Sparsity != sf.Sparsity || rep.Sparsity.Zeros != sf.Zeros ||
+		math.Abs(sf.Sparsity-0.5) > 0.01 {
+		t.Fatalf("report's sparsity %+v; sparsify's %g (%d zeros)", rep.Sparsity, sf.Sparsity, sf.Zeros)
+	}
+	if rep.Files.Model != "sparse/"+base || rep.Files.Sparse != rep.Files.Model {
+		t.Errorf("files %+v", rep.Files)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	for _, s := range []string{"| zero weights |", "Sparsity (as \"onnxprune sparsify\", magnitude 50%)", trim4(rep.Perplexity.Sparse) + " |"} {
+		if !strings.Contains(string(md), s) {
+			t.Errorf("report.md lacks %q:\n%s", s, md)
+		}
+	}
+
+	// Resume: the effective config repeats the run, reusing every step.
+	cfg := filepath.Join(out, "config.json")
+	if code, _, errs = runCLI(t, "run", "--config", cfg); code != 0 || strings.Count(errs, ": reused (inputs unchanged") != 6 {
+		t.Errorf("rerun: exit %d, want 6 steps reused; stderr:\n%s", code, errs)
+	}
+	// Another --sparsity redoes sparsify and its evaluation only.
+	if code, _, errs = runCLI(t, "run", "--config", cfg, "--sparsity", "0.25"); code != 0 {
+		t.Fatalf("--sparsity 0.25: exit %d: %s", code, errs)
+	}
+	for step, reused := range map[string]bool{"eval-original": true, "calibrate": true, "prune": true, "eval-pruned": true, "sparsify": false, "eval-sparse": false} {
+		if got := strings.Contains(errs, step+": reused"); got != reused {
+			t.Errorf("--sparsity 0.25: %s reused %v, want %v; stderr:\n%s", step, got, reused, errs)
+		}
+	}
+	if r := readRunReport(t, out); math.Abs(r.Sparsity.Sparsity-0.25) > 0.01 || r.Perplexity.Pruned != rep.Perplexity.Pruned || !(r.Perplexity.Sparse < rep.Perplexity.Sparse) {
+		t.Errorf("--sparsity 0.25: sparsity %g, perplexity %+v (at 0.5: %+v)", r.Sparsity.Sparsity, r.Perplexity, rep.Perplexity)
+	}
+	// Without sparsity (a config without the key): the pruned model is the result.
+	if code, _, errs = runCLI(t, append([]string{"run", model, "--data", text, "--remove", "1", "--heal", "none", "-o", out}, runFast...)...); code != 0 ||
+		strings.Count(errs, ": reused (inputs unchanged") != 4 {
+		t.Fatalf("without --sparsity: exit %d, want 4 steps reused; stderr:\n%s", code, errs)
+	}
+	if r := readRunReport(t, out); r.Sparsity != nil || r.Perplexity.Sparse != 0 || r.Files.Model != "pruned/"+base {
+		t.Errorf("without --sparsity: sparsity %v, perplexity %+v, model %s", r.Sparsity != nil, r.Perplexity, r.Files.Model)
+	}
+	if _, err := os.Stat(filepath.Join(out, "sparse")); err == nil {
+		t.Error("sparse/ left from the earlier run")
 	}
 }

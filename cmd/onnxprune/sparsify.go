@@ -78,12 +78,9 @@ func sparsifyOptions(cmd *cli.Command) (rewrite.SparsifyOptions, error) {
 		IncludeEmbeddings: cmd.Bool("include-embeddings"), IncludeHead: cmd.Bool("include-head"),
 	}
 	if p := cmd.String("pattern"); p != "" {
-		n, m, ok := strings.Cut(p, ":")
-		var err1, err2 error
-		o.N, err1 = strconv.Atoi(strings.TrimSpace(n))
-		o.M, err2 = strconv.Atoi(strings.TrimSpace(m))
-		if !ok || err1 != nil || err2 != nil {
-			return o, usagef("--pattern %q: want N:M, e.g. 2:4", p)
+		var err error
+		if o.N, o.M, err = parsePattern(p); err != nil {
+			return o, usagef("--pattern %v", err)
 		}
 	}
 	if s := cmd.String("tensors"); s != "" {
@@ -100,6 +97,18 @@ func sparsifyOptions(cmd *cli.Command) (rewrite.SparsifyOptions, error) {
 		return o, usagef("--method wanda needs calibration text: --data FILE")
 	}
 	return o, nil
+}
+
+// parsePattern reads an N:M sparsity pattern.
+func parsePattern(p string) (n, m int, err error) {
+	ns, ms, ok := strings.Cut(p, ":")
+	var err1, err2 error
+	n, err1 = strconv.Atoi(strings.TrimSpace(ns))
+	m, err2 = strconv.Atoi(strings.TrimSpace(ms))
+	if !ok || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("%q: want N:M, e.g. 2:4", p)
+	}
+	return n, m, nil
 }
 
 // SparsifyFile is sparsity.json.
