@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,7 +68,7 @@ func TestPack(t *testing.T) {
 	}
 	ids, labels, w := make([]int64, 6), make([]int64, 6), make([]float32, 6)
 	p.Batch([]int{1, 0}, ids, labels, w)
-	if got := []int64{7, 1, 8, 1, 5, 6}; !equal(ids, got) || !equal(labels, []int64{1, 8, 1, 5, 6, 7}) {
+	if got := []int64{7, 1, 8, 1, 5, 6}; !slices.Equal(ids, got) || !slices.Equal(labels, []int64{1, 8, 1, 5, 6, 7}) {
 		t.Fatalf("ids %v labels %v", ids, labels)
 	}
 	o := &rowOrder{seed: 3, rows: 5}
@@ -78,18 +79,6 @@ func TestPack(t *testing.T) {
 	if len(seen) != 5 {
 		t.Fatalf("an epoch does not visit every row once: %v", seen)
 	}
-}
-
-func equal(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestAdaptersSaveLoad(t *testing.T) {

@@ -233,7 +233,7 @@ func newLoRATrainer(m *graph.Model, ad *Adapters, o LoRAOptions) (*loraTrainer, 
 	}
 	// Only the loss is needed from the training graph.
 	keepOutputs(tm, logits)
-	if err := appendLoss(tm, logits); err != nil {
+	if err := rewrite.AppendNextTokenLoss(tm, logits); err != nil {
 		return nil, fmt.Errorf("lora: %w", err)
 	}
 	t := &loraTrainer{o: o, layers: layers, logits: logits}
@@ -249,11 +249,11 @@ func newLoRATrainer(m *graph.Model, ad *Adapters, o LoRAOptions) (*loraTrainer, 
 	}
 	ro := o.Runtime
 	ro.ExternalDataDir = m.Dir
-	ranks, err := probeRanks(tm, probe, ro)
+	ranks, err := ProbeRanks(tm, nil, probe, ro)
 	if err != nil {
 		return nil, fmt.Errorf("lora: %w", err)
 	}
-	if err := appendGradient(tm, wrt, ranks); err != nil {
+	if err := rewrite.Gradient(tm, rewrite.GradientOptions{Loss: lossOutput, WithRespectTo: wrt, Ranks: ranks}); err != nil {
 		return nil, fmt.Errorf("lora: %w", err)
 	}
 	t.fetch = []string{lossOutput}

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -419,7 +420,7 @@ func (b *gradBuilder) zerosLike(x string) string {
 // gradFillValue is ConstantOfShape's value attribute: a one-element 1-D
 // tensor.
 func gradFillValue(dt int32, v float64) *onnxpb.AttributeProto {
-	t := gradScalarTensor("", dt, v)
+	t := scalarTensor("", dt, v)
 	t.Dims = []int64{1}
 	return gradTensorAttr("value", t)
 }
@@ -431,7 +432,7 @@ func (b *gradBuilder) scalar(v float64, dt int32) string {
 		return c
 	}
 	name := b.fresh("c")
-	b.inits = append(b.inits, gradScalarTensor(name, dt, v))
+	b.inits = append(b.inits, scalarTensor(name, dt, v))
 	b.consts[key] = name
 	return name
 }
@@ -601,29 +602,6 @@ func gradTensorAttr(name string, t *onnxpb.TensorProto) *onnxpb.AttributeProto {
 	return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_TENSOR.Enum(), T: t}
 }
 
-// gradScalarTensor is a rank-0 tensor of type dt holding v. Types without
-// a typed field of their own (float16, bfloat16) use raw bytes.
-func gradScalarTensor(name string, dt int32, v float64) *onnxpb.TensorProto {
-	t := &onnxpb.TensorProto{DataType: proto.Int32(dt)}
-	if name != "" {
-		t.Name = proto.String(name)
-	}
-	switch onnxpb.TensorProto_DataType(dt) {
-	case onnxpb.TensorProto_DOUBLE:
-		t.DoubleData = []float64{v}
-	case onnxpb.TensorProto_FLOAT16:
-		h := gradFloat16(float32(v))
-		t.RawData = []byte{byte(h), byte(h >> 8)}
-	case onnxpb.TensorProto_BFLOAT16:
-		h := uint16(gradF32Bits(float32(v)) >> 16)
-		t.RawData = []byte{byte(h), byte(h >> 8)}
-	default:
-		t.DataType = proto.Int32(int32(onnxpb.TensorProto_FLOAT))
-		t.FloatData = []float32{float32(v)}
-	}
-	return t
-}
-
 // staticInts returns the values of a constant int tensor (initializer or
 // Constant node output).
 func (b *gradBuilder) staticInts(name string) ([]int64, bool) {
@@ -639,13 +617,13 @@ func (b *gradBuilder) staticInts(name string) ([]int64, bool) {
 	case onnxpb.TensorProto_INT64:
 		out := make([]int64, len(raw)/8)
 		for i := range out {
-			out[i] = int64(gradLE64(raw[8*i:]))
+			out[i] = int64(binary.LittleEndian.Uint64(raw[8*i:]))
 		}
 		return out, true
 	case onnxpb.TensorProto_INT32:
 		out := make([]int64, len(raw)/4)
 		for i := range out {
-			out[i] = int64(int32(gradLE32(raw[4*i:])))
+			out[i] = int64(int32(binary.LittleEndian.Uint32(raw[4*i:])))
 		}
 		return out, true
 	}
@@ -672,15 +650,6 @@ func (b *gradBuilder) constTensor(name string) *onnxpb.TensorProto {
 		}
 	}
 	return nil
-}
-
-func gradLE64(b []byte) uint64 {
-	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
-}
-
-func gradLE32(b []byte) uint32 {
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
 // nodeAttr returns n's attribute name, or nil.

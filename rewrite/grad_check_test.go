@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -119,7 +120,7 @@ func gradCompare(t testing.TB, fwd, bwd *graph.Model, loss string, wrt []string,
 		if len(g) != len(x0) {
 			t.Fatalf("grad.%s has %d elements, input %d", w, len(g), len(x0))
 		}
-		if !equalShape(res["grad."+w].Shape, feeds[w].Shape) {
+		if !slices.Equal(res["grad."+w].Shape, feeds[w].Shape) {
 			t.Fatalf("grad.%s shape %v, input %v", w, res["grad."+w].Shape, feeds[w].Shape)
 		}
 		idx := make([]int, len(x0))
@@ -154,18 +155,6 @@ func gradCompare(t testing.TB, fwd, bwd *graph.Model, loss string, wrt []string,
 		errs[w] = math.Sqrt(num) / math.Max(math.Max(math.Sqrt(ng), math.Sqrt(nf)), 1e-30)
 	}
 	return errs
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // gradAddLoss appends loss = Σ_k ReduceSum(out_k · R_k) with fixed random

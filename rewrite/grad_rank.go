@@ -1,8 +1,6 @@
 package rewrite
 
 import (
-	"math"
-
 	"github.com/onnxprune/onnxprune/graph/onnxpb"
 )
 
@@ -289,36 +287,3 @@ func (b *gradBuilder) vectorLen(name string) int {
 	}
 	return -1
 }
-
-// gradFloat16 rounds a float32 to IEEE half precision bits (round to
-// nearest even; overflow to infinity).
-func gradFloat16(f float32) uint16 {
-	bits := math.Float32bits(f)
-	sign := uint16(bits>>16) & 0x8000
-	exp := int32(bits>>23&0xff) - 127 + 15
-	mant := bits & 0x7fffff
-	switch {
-	case bits&0x7fffffff == 0:
-		return sign
-	case exp >= 31:
-		return sign | 0x7c00
-	case exp <= 0:
-		if exp < -10 {
-			return sign
-		}
-		mant |= 0x800000
-		shift := uint32(14 - exp)
-		h := mant >> shift
-		if rem := mant & (1<<shift - 1); rem > 1<<(shift-1) || (rem == 1<<(shift-1) && h&1 == 1) {
-			h++
-		}
-		return sign | uint16(h)
-	}
-	h := uint32(exp)<<10 | mant>>13
-	if rem := mant & 0x1fff; rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-		h++
-	}
-	return sign | uint16(h)
-}
-
-func gradF32Bits(f float32) uint32 { return math.Float32bits(f) }

@@ -121,29 +121,13 @@ func gradPow(b *gradBuilder, n *onnxpb.NodeProto, dy []string) ([]string, error)
 	return dx, nil
 }
 
-// staticFloats reads a constant float tensor's values.
+// staticFloats reads a constant tensor's values as float64.
 func (b *gradBuilder) staticFloats(name string) ([]float64, bool) {
 	t := b.constTensor(name)
 	if t == nil {
 		return nil, false
 	}
-	raw, err := b.m.TensorBytes(t)
-	if err != nil {
-		return nil, false
-	}
 	switch onnxpb.TensorProto_DataType(t.GetDataType()) {
-	case onnxpb.TensorProto_FLOAT:
-		out := make([]float64, len(raw)/4)
-		for i := range out {
-			out[i] = float64(math.Float32frombits(gradLE32(raw[4*i:])))
-		}
-		return out, true
-	case onnxpb.TensorProto_DOUBLE:
-		out := make([]float64, len(raw)/8)
-		for i := range out {
-			out[i] = math.Float64frombits(gradLE64(raw[8*i:]))
-		}
-		return out, true
 	case onnxpb.TensorProto_INT64, onnxpb.TensorProto_INT32:
 		ints, ok := b.staticInts(name)
 		out := make([]float64, len(ints))
@@ -152,7 +136,8 @@ func (b *gradBuilder) staticFloats(name string) ([]float64, bool) {
 		}
 		return out, ok
 	}
-	return nil, false
+	v, err := floatValues(b.m, t)
+	return v, err == nil
 }
 
 // ---- elementwise functions ----

@@ -225,7 +225,7 @@ func InsertLoRA(m *graph.Model, cfg LoRAConfig) ([]LoRAAdapter, error) {
 			in = p + "dropped"
 		}
 		sc := p + "scaling"
-		g.Initializer = append(g.Initializer, loraScalar(sc, scale, xt))
+		g.Initializer = append(g.Initializer, scalarTensor(sc, xt, scale))
 		nodes = append(nodes,
 			loraNode("Transpose", p+"TransposeA", []string{A}, []string{p + "At"}, loraPerm()),
 			loraNode("MatMul", p+"MatMulA", []string{in, p + "At"}, []string{p + "xa"}),
@@ -273,11 +273,4 @@ func loraTensorType(et int32, dims []any) *onnxpb.TypeProto {
 
 func loraFloatInput(name string, dims []any) *onnxpb.ValueInfoProto {
 	return &onnxpb.ValueInfoProto{Name: proto.String(name), Type: loraTensorType(int32(onnxpb.TensorProto_FLOAT), dims)}
-}
-
-// scalarInit is a 0-D initializer holding v in type et.
-func loraScalar(name string, v float64, et int32) *onnxpb.TensorProto {
-	t := &onnxpb.TensorProto{Name: proto.String(name), DataType: proto.Int32(et)}
-	t.RawData = loraEncode([]float64{v}, et)
-	return t
 }

@@ -1,13 +1,9 @@
 package rewrite
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 
 	"github.com/onnxprune/onnxprune/graph"
-	"github.com/onnxprune/onnxprune/graph/onnxpb"
-	ort "github.com/onnxprune/onnxprune/runtime"
 )
 
 // MergeLoRA folds one trained adapter into its weight: W_eff' = W_eff +
@@ -56,49 +52,10 @@ func MergeLoRA(m *graph.Model, a LoRAAdapter, rank int, scale float64, A, B []fl
 			}
 		}
 	}
-	raw, err := loraEncodeChecked(W, t.GetDataType())
+	raw, err := encodeFloats(W, t.GetDataType())
 	if err != nil {
 		return fmt.Errorf("lora merge %s: %w", a.Name, err)
 	}
 	setRaw(t, raw, dims)
 	return nil
-}
-
-func loraEncodeChecked(v []float64, et int32) ([]byte, error) {
-	switch onnxpb.TensorProto_DataType(et) {
-	case onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_FLOAT16, onnxpb.TensorProto_BFLOAT16:
-		return loraEncode(v, et), nil
-	}
-	return nil, fmt.Errorf("%s is not a floating-point type", graph.DTypeName(et))
-}
-
-// encodeFloats stores v little-endian in a float type (float32 for any
-// other type), rounding to nearest even.
-func loraEncode(v []float64, et int32) []byte {
-	le := binary.LittleEndian
-	switch onnxpb.TensorProto_DataType(et) {
-	case onnxpb.TensorProto_DOUBLE:
-		b := make([]byte, 8*len(v))
-		for i, x := range v {
-			le.PutUint64(b[8*i:], math.Float64bits(x))
-		}
-		return b
-	case onnxpb.TensorProto_FLOAT16:
-		b := make([]byte, 2*len(v))
-		for i, x := range v {
-			le.PutUint16(b[2*i:], uint16(ort.ToFloat16(float32(x))))
-		}
-		return b
-	case onnxpb.TensorProto_BFLOAT16:
-		b := make([]byte, 2*len(v))
-		for i, x := range v {
-			le.PutUint16(b[2*i:], uint16(ort.ToBFloat16(float32(x))))
-		}
-		return b
-	}
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		le.PutUint32(b[4*i:], math.Float32bits(float32(x)))
-	}
-	return b
 }

@@ -6,8 +6,11 @@ import (
 	"math"
 	"slices"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/onnxprune/onnxprune/graph"
 	"github.com/onnxprune/onnxprune/graph/onnxpb"
+	ort "github.com/onnxprune/onnxprune/runtime"
 )
 
 // Roles of a LinearWeight.
@@ -269,6 +272,53 @@ func floatValues(m *graph.Model, t *onnxpb.TensorProto) ([]float64, error) {
 		return nil, fmt.Errorf("tensor %q: %s is not a floating-point type", t.GetName(), graph.DTypeName(t.GetDataType()))
 	}
 	return v, nil
+}
+
+// encodeFloats stores v little-endian in the floating-point type et,
+// rounding to nearest even: the inverse of floatValues.
+func encodeFloats(v []float64, et int32) ([]byte, error) {
+	le := binary.LittleEndian
+	var b []byte
+	switch onnxpb.TensorProto_DataType(et) {
+	case onnxpb.TensorProto_FLOAT:
+		b = make([]byte, 4*len(v))
+		for i, x := range v {
+			le.PutUint32(b[4*i:], math.Float32bits(float32(x)))
+		}
+	case onnxpb.TensorProto_DOUBLE:
+		b = make([]byte, 8*len(v))
+		for i, x := range v {
+			le.PutUint64(b[8*i:], math.Float64bits(x))
+		}
+	case onnxpb.TensorProto_FLOAT16:
+		b = make([]byte, 2*len(v))
+		for i, x := range v {
+			le.PutUint16(b[2*i:], uint16(ort.ToFloat16(float32(x))))
+		}
+	case onnxpb.TensorProto_BFLOAT16:
+		b = make([]byte, 2*len(v))
+		for i, x := range v {
+			le.PutUint16(b[2*i:], uint16(ort.ToBFloat16(float32(x))))
+		}
+	default:
+		return nil, fmt.Errorf("%s is not a floating-point type", graph.DTypeName(et))
+	}
+	return b, nil
+}
+
+// scalarTensor is a rank-0 tensor holding v in the floating-point type et
+// (FLOAT for any other type).
+func scalarTensor(name string, et int32, v float64) *onnxpb.TensorProto {
+	raw, err := encodeFloats([]float64{v}, et)
+	if err != nil {
+		et = int32(onnxpb.TensorProto_FLOAT)
+		raw, _ = encodeFloats([]float64{v}, et)
+	}
+	t := &onnxpb.TensorProto{DataType: proto.Int32(et), RawData: raw}
+	if name != "" {
+		t.Name = proto.String(name)
+	}
+	return t
 }
 
 // halfToFloat32 converts IEEE binary16 bits to float32 (exact).
