@@ -100,22 +100,9 @@ func runHeal(ctx context.Context, cmd *cli.Command, path, outDir string) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	L := len(d.Blocks)
-	var plan *calib.Plan
-	if p := cmd.String("plan"); p != "" {
-		if plan, err = calib.ReadPlan(p); err != nil {
-			return err
-		}
-		if plan.Blocks != 0 && plan.Blocks != L {
-			return fmt.Errorf("%s: the plan is for a model with %d blocks, this one has %d", p, plan.Blocks, L)
-		}
-	} else {
-		layers, err := calib.ParseLayers(cmd.String("remove"))
-		if err != nil {
-			return usagef("--remove: %v", err)
-		}
-		if plan, err = calib.SelectLayers(L, layers); err != nil {
-			return err
-		}
+	plan, err := healPlan(cmd, L)
+	if err != nil {
+		return err
 	}
 	plan.Model = path
 	// Check the cut before the (slower) calibration pass.
@@ -154,4 +141,23 @@ func runHeal(ctx context.Context, cmd *cli.Command, path, outDir string) error {
 	}
 	fmt.Fprintf(w, "blocks %d → %d; wrote %s (%v, bridge.json)\n", L, sum.BlocksAfter, sum.Output, sum.Files[1:])
 	return nil
+}
+
+// healPlan reads --plan or --remove.
+func healPlan(cmd *cli.Command, L int) (*calib.Plan, error) {
+	if p := cmd.String("plan"); p != "" {
+		plan, err := calib.ReadPlan(p)
+		if err != nil {
+			return nil, err
+		}
+		if plan.Blocks != 0 && plan.Blocks != L {
+			return nil, fmt.Errorf("%s: the plan is for a model with %d blocks, this one has %d", p, plan.Blocks, L)
+		}
+		return plan, nil
+	}
+	layers, err := calib.ParseLayers(cmd.String("remove"))
+	if err != nil {
+		return nil, usagef("--remove: %v", err)
+	}
+	return calib.SelectLayers(L, layers)
 }

@@ -279,22 +279,3 @@ func runHealLoRA(ctx context.Context, cmd *cli.Command, path, outDir string) err
 	fmt.Fprintf(w, "blocks %d → %d; adapters %s; wrote %s (%v)\n", L, sum.BlocksAfter, how, sum.Output, files[1:])
 	return nil
 }
-
-// healPlan reads --plan or --remove.
-func healPlan(cmd *cli.Command, L int) (*calib.Plan, error) {
-	if p := cmd.String("plan"); p != "" {
-		plan, err := calib.ReadPlan(p)
-		if err != nil {
-			return nil, err
-		}
-		if plan.Blocks != 0 && plan.Blocks != L {
-			return nil, fmt.Errorf("%s: the plan is for a model with %d blocks, this one has %d", p, plan.Blocks, L)
-		}
-		return plan, nil
-	}
-	layers, err := calib.ParseLayers(cmd.String("remove"))
-	if err != nil {
-		return nil, usagef("--remove: %v", err)
-	}
-	return calib.SelectLayers(L, layers)
-}

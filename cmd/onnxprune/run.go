@@ -364,12 +364,8 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 		key, err := r.step(ctx, "convert", map[string]any{"argv": r.hashArgs(args), "files": fps},
 			[]string{filepath.Join(runModelDir, "model.onnx")}, &conv, func(ctx context.Context) error {
 				tmp := filepath.Join(outDir, runWorkDir, "convert")
-				out, err := r.invoke(ctx, convertCommand(), args)
-				if err != nil {
+				if err := r.invokeJSON(ctx, convertCommand(), args, &conv); err != nil {
 					return err
-				}
-				if err := json.Unmarshal(out, &conv); err != nil {
-					return fmt.Errorf("convert: %v", err)
 				}
 				return installDir(tmp, filepath.Join(outDir, runModelDir))
 			})
@@ -463,12 +459,8 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 	var prune PruneSummary
 	prKey, err := r.step(ctx, "prune", prInputs, []string{filepath.Join(runPrunedDir, base), "plan.json"}, &prune,
 		func(ctx context.Context) error {
-			out, err := r.invoke(ctx, pruneCommand(), prArgs)
-			if err != nil {
+			if err := r.invokeJSON(ctx, pruneCommand(), prArgs, &prune); err != nil {
 				return err
-			}
-			if err := json.Unmarshal(out, &prune); err != nil {
-				return fmt.Errorf("prune: %v", err)
 			}
 			prune.Output = filepath.Join(outDir, runPrunedDir, base)
 			plan, err := os.ReadFile(filepath.Join(prTmp, "plan.json"))
@@ -568,11 +560,7 @@ func runPipeline(ctx context.Context, cmd *cli.Command) (*RunReport, error) {
 		var bs BenchSummary
 		_, err := r.step(ctx, "bench", map[string]any{"argv": r.hashArgs(args), "original": origKey, "result": resultKey},
 			nil, &bs, func(ctx context.Context) error {
-				out, err := r.invoke(ctx, benchCommand(), args)
-				if err != nil {
-					return err
-				}
-				return json.Unmarshal(out, &bs)
+				return r.invokeJSON(ctx, benchCommand(), args, &bs)
 			})
 		if err != nil {
 			return nil, err
@@ -658,12 +646,8 @@ func (r *runner) shrink(ctx context.Context, modelPath string, modelKey any, dat
 	var sum ShrinkSummary
 	key, err := r.step(ctx, "shrink", inputs, []string{filepath.Join(runShrunkDir, filepath.Base(modelPath))}, &sum,
 		func(ctx context.Context) error {
-			out, err := r.invoke(ctx, shrinkCommand(), args)
-			if err != nil {
+			if err := r.invokeJSON(ctx, shrinkCommand(), args, &sum); err != nil {
 				return err
-			}
-			if err := json.Unmarshal(out, &sum); err != nil {
-				return fmt.Errorf("shrink: %v", err)
 			}
 			// shrink.json says where the model is once installed.
 			sum.Output = filepath.Join(final, filepath.Base(modelPath))
@@ -693,12 +677,8 @@ func (r *runner) sparsify(ctx context.Context, resultPath string, resultKey any,
 	var sf SparsifyFile
 	key, err := r.step(ctx, "sparsify", inputs, []string{filepath.Join(runSparseDir, filepath.Base(resultPath))}, &sf,
 		func(ctx context.Context) error {
-			out, err := r.invoke(ctx, sparsifyCommand(), args)
-			if err != nil {
+			if err := r.invokeJSON(ctx, sparsifyCommand(), args, &sf); err != nil {
 				return err
-			}
-			if err := json.Unmarshal(out, &sf); err != nil {
-				return fmt.Errorf("sparsify: %v", err)
 			}
 			sf.Output = filepath.Join(final, filepath.Base(resultPath))
 			b, _ := json.MarshalIndent(&sf, "", "  ")
@@ -734,12 +714,8 @@ func (r *runner) healBridge(ctx context.Context, modelPath string, modelKey, prK
 	var br heal.Report
 	key, err := r.step(ctx, "heal", map[string]any{"method": "bridge", "argv": r.hashArgs(args), "model": modelKey, "prune": prKey, "data": dataFPs},
 		[]string{filepath.Join(runHealedDir, filepath.Base(modelPath))}, &br, func(ctx context.Context) error {
-			out, err := r.invoke(ctx, healCommand(), args)
-			if err != nil {
+			if err := r.invokeJSON(ctx, healCommand(), args, &br); err != nil {
 				return err
-			}
-			if err := json.Unmarshal(out, &br); err != nil {
-				return fmt.Errorf("heal: %v", err)
 			}
 			return installDir(tmp, filepath.Join(r.out, runHealedDir))
 		})
@@ -791,14 +767,9 @@ func (r *runner) healLoRA(ctx context.Context, modelPath string, modelKey, prKey
 			if len(entries) > 0 {
 				a = append(a, "--resume")
 			}
-			out, err := r.invoke(ctx, healCommand(), append(a, modelPath))
-			if err != nil {
+			if err := r.invokeJSON(ctx, healCommand(), append(a, modelPath), &res); err != nil {
 				return err
 			}
-			if !json.Valid(out) {
-				return fmt.Errorf("heal --method lora: printed no JSON")
-			}
-			res = json.RawMessage(bytes.TrimSpace(out))
 			if err := installDir(tmp, filepath.Join(r.out, runHealedDir)); err != nil {
 				return err
 			}
@@ -840,11 +811,7 @@ func (r *runner) evalStep(ctx context.Context, name, model string, modelKey any)
 	var res PerplexityResult
 	key, err := r.step(ctx, name, map[string]any{"argv": r.hashArgs(args), "model": modelKey, "data": fps}, nil, &res,
 		func(ctx context.Context) error {
-			out, err := r.invoke(ctx, evalCommand(), args)
-			if err != nil {
-				return err
-			}
-			return json.Unmarshal(out, &res)
+			return r.invokeJSON(ctx, evalCommand(), args, &res)
 		})
 	return &res, key, err
 }
@@ -984,6 +951,19 @@ func (r *runner) invoke(ctx context.Context, c *cli.Command, args []string) ([]b
 	defer context.AfterFunc(ctx, cancel)()
 	err := c.Run(sctx, append(argv, args...))
 	return out.Bytes(), err
+}
+
+// invokeJSON runs c like invoke and decodes the JSON it printed (every
+// step runs its command with --json) into result.
+func (r *runner) invokeJSON(ctx context.Context, c *cli.Command, args []string, result any) error {
+	out, err := r.invoke(ctx, c, args)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(out, result); err != nil {
+		return fmt.Errorf("%s printed no JSON result: %v", c.Name, err)
+	}
+	return nil
 }
 
 // installDir moves a step's finished temporary directory into place.

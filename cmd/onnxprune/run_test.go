@@ -70,36 +70,10 @@ func TestRunMatchesCommands(t *testing.T) {
 	// The same steps, one by one.
 	dir := t.TempDir()
 	data := []string{"--data", text, "--samples", "8", "--seq-len", "64", "--batch-size", "4", "--threads", "1"}
-	stats := filepath.Join(dir, "stats.json")
-	if code, _, errs := runCLI(t, append([]string{"calibrate", model, "-o", stats}, data...)...); code != 0 {
-		t.Fatalf("calibrate: %s", errs)
-	}
-	pruned := filepath.Join(dir, "pruned")
-	code, pout, errs := runCLI(t, "prune", model, "--remove", "1", "--stats", stats, "-o", pruned, "--json")
-	if code != 0 {
-		t.Fatalf("prune: %s", errs)
-	}
-	var ps PruneSummary
-	if err := json.Unmarshal([]byte(pout), &ps); err != nil {
-		t.Fatal(err)
-	}
-	healed := filepath.Join(dir, "healed")
-	if code, _, errs := runCLI(t, append([]string{"heal", model, "--method", "bridge", "--plan", filepath.Join(pruned, "plan.json"), "-o", healed}, data...)...); code != 0 {
-		t.Fatalf("heal: %s", errs)
-	}
-	ppl := func(m string) float64 {
-		code, out, errs := runCLI(t, append([]string{"eval", m, "--json"}, data...)...)
-		if code != 0 {
-			t.Fatalf("eval %s: %s", m, errs)
-		}
-		var r PerplexityResult
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			t.Fatal(err)
-		}
-		return r.Perplexity
-	}
+	pruned, healed, ps := pruneAndBridge(t, model, dir, data)
 	base := filepath.Base(model)
-	want := RunPerplexity{Original: ppl(model), Pruned: ppl(filepath.Join(pruned, base)), Healed: ppl(filepath.Join(healed, base))}
+	want := RunPerplexity{Original: evalPPL(t, model, data), Pruned: evalPPL(t, filepath.Join(pruned, base), data),
+		Healed: evalPPL(t, filepath.Join(healed, base), data)}
 
 	if !slices.Equal(rep.RemovedBlocks, ps.Plan.Remove) || rep.ParamsBefore != ps.ParamsBefore || rep.ParamsAfter != ps.ParamsAfter ||
 		rep.BlocksAfter != ps.BlocksAfter || rep.Plan.Score != ps.Plan.Score {
@@ -124,7 +98,7 @@ func TestRunMatchesCommands(t *testing.T) {
 	sa, _ := os.ReadFile(filepath.Join(out, "stats.json"))
 	var rs, cs StatsFile
 	json.Unmarshal(sa, &rs)
-	sb, _ := os.ReadFile(stats)
+	sb, _ := os.ReadFile(filepath.Join(dir, "stats.json"))
 	json.Unmarshal(sb, &cs)
 	if rs.Stats == nil || cs.Stats == nil || !reflect.DeepEqual(rs.Angular, cs.Angular) {
 		t.Errorf("stats.json: run's angular distances differ from calibrate's")
@@ -423,6 +397,29 @@ func TestRunCheckpoint(t *testing.T) {
 }
 
 // evalPPL is "eval --json" of m with the data flags given.
+// pruneAndBridge runs calibrate, prune --remove 1 and heal --method bridge
+// on model one by one, into dir, as run's steps do them.
+func pruneAndBridge(t *testing.T, model, dir string, data []string) (pruned, healed string, ps PruneSummary) {
+	t.Helper()
+	stats := filepath.Join(dir, "stats.json")
+	if code, _, errs := runCLI(t, append([]string{"calibrate", model, "-o", stats}, data...)...); code != 0 {
+		t.Fatalf("calibrate: %s", errs)
+	}
+	pruned = filepath.Join(dir, "pruned")
+	code, pout, errs := runCLI(t, "prune", model, "--remove", "1", "--stats", stats, "-o", pruned, "--json")
+	if code != 0 {
+		t.Fatalf("prune: %s", errs)
+	}
+	if err := json.Unmarshal([]byte(pout), &ps); err != nil {
+		t.Fatal(err)
+	}
+	healed = filepath.Join(dir, "healed")
+	if code, _, errs := runCLI(t, append([]string{"heal", model, "--method", "bridge", "--plan", filepath.Join(pruned, "plan.json"), "-o", healed}, data...)...); code != 0 {
+		t.Fatalf("heal: %s", errs)
+	}
+	return pruned, healed, ps
+}
+
 func evalPPL(t *testing.T, m string, data []string) float64 {
 	t.Helper()
 	code, out, errs := runCLI(t, append([]string{"eval", m, "--json"}, data...)...)
@@ -475,23 +472,7 @@ func TestRunWidthMatchesCommands(t *testing.T) {
 	}
 	base := filepath.Base(model)
 	shrunk := filepath.Join(shrunkDir, base)
-	stats := filepath.Join(dir, "stats.json")
-	if code, _, errs := runCLI(t, append([]string{"calibrate", shrunk, "-o", stats}, data...)...); code != 0 {
-		t.Fatalf("calibrate: %s", errs)
-	}
-	pruned := filepath.Join(dir, "pruned")
-	code, pout, errs := runCLI(t, "prune", shrunk, "--remove", "1", "--stats", stats, "-o", pruned, "--json")
-	if code != 0 {
-		t.Fatalf("prune: %s", errs)
-	}
-	var ps PruneSummary
-	if err := json.Unmarshal([]byte(pout), &ps); err != nil {
-		t.Fatal(err)
-	}
-	healed := filepath.Join(dir, "healed")
-	if code, _, errs := runCLI(t, append([]string{"heal", shrunk, "--method", "bridge", "--plan", filepath.Join(pruned, "plan.json"), "-o", healed}, data...)...); code != 0 {
-		t.Fatalf("heal: %s", errs)
-	}
+	pruned, healed, ps := pruneAndBridge(t, shrunk, dir, data)
 	want := RunPerplexity{Original: evalPPL(t, model, data), Pruned: evalPPL(t, filepath.Join(pruned, base), data),
 		Healed: evalPPL(t, filepath.Join(healed, base), data)}
 
